@@ -1,0 +1,18 @@
+from django.contrib import admin
+from django.urls import include, path
+from django.views.generic import RedirectView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from config.errors import json_404, json_500
+
+urlpatterns = [
+    path("", RedirectView.as_view(pattern_name="ledger:page", permanent=False)),
+    path("admin/", admin.site.urls),
+    path("api/v1/", include("ledger.api_urls")),
+    path("api/v1/schema", SpectacularAPIView.as_view(), name="schema"),
+    path("api/v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
+    path("ledger/", include("ledger.urls")),
+]
+
+handler404 = json_404
+handler500 = json_500

@@ -1,0 +1,66 @@
+from django.contrib import admin, messages
+from django.utils import timezone
+
+from ledger.models import Checkpoint, Cosignature, Leaf, Member, MemberKey
+
+
+class MemberKeyInline(admin.TabularInline):
+    model = MemberKey
+    extra = 0
+    fields = ["purpose", "verifier_key", "key_id", "created_at", "revoked_at", "revocation_reason"]
+    readonly_fields = ["key_id", "created_at"]
+
+
+@admin.register(Member)
+class MemberAdmin(admin.ModelAdmin):
+    list_display = ["name", "display_name", "created_at"]
+    search_fields = ["name", "display_name"]
+    inlines = [MemberKeyInline]
+
+
+@admin.register(MemberKey)
+class MemberKeyAdmin(admin.ModelAdmin):
+    list_display = ["member", "purpose", "key_id", "created_at", "revoked_at"]
+    list_filter = ["purpose", "revoked_at"]
+    search_fields = ["member__name", "key_id", "verifier_key"]
+    readonly_fields = ["key_id", "created_at"]
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke the selected keys now")
+    def revoke(self, request, queryset):
+        n = queryset.filter(revoked_at__isnull=True).update(
+            revoked_at=timezone.now(), revocation_reason="revoked by an operator in the admin"
+        )
+        self.message_user(request, f"{n} key(s) revoked.", messages.SUCCESS)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """History is append-only: the admin shows it and changes nothing."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(Leaf)
+class LeafAdmin(ReadOnlyAdmin):
+    list_display = ["index", "member", "received_at"]
+    list_filter = ["member"]
+    list_select_related = ["member"]
+    show_full_result_count = False
+
+
+@admin.register(Checkpoint)
+class CheckpointAdmin(ReadOnlyAdmin):
+    list_display = ["size", "created_at"]
+
+
+@admin.register(Cosignature)
+class CosignatureAdmin(ReadOnlyAdmin):
+    list_display = ["checkpoint", "member", "timestamp", "received_at"]
+    list_select_related = ["checkpoint", "member"]
