@@ -97,7 +97,7 @@ def statement_sign(
     *, commitment: bytes, signer_key: str, timestamp: datetime | None = None
 ) -> bytes:
     """Build and sign an anchor statement with a member's Go-format signer key."""
-    key, signing_key = note._parse_signer_key(signer_key)
+    key, signing_key = note.parse_signer_key(signer_key)
     if key.alg != note.ALG_ED25519:
         raise AnchorError("anchors are signed with an Ed25519 (alg 0x01) note key")
     when = (timestamp or datetime.now(UTC)).astimezone(UTC).replace(microsecond=0)
@@ -152,7 +152,7 @@ def statement_parse(data: bytes) -> Statement:
 
 def statement_verify(statement: Statement, verifier_key: str) -> None:
     """Check the statement's signature under the member's anchor verifier key."""
-    key = note._parse_verifier_key(verifier_key)
+    key = note.parse_verifier_key(verifier_key)
     if key.name != statement.member or key.key_id != statement.key_id:
         raise AnchorError("the statement names another key than this one")
     try:

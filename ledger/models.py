@@ -93,7 +93,7 @@ class MemberKey(models.Model):
     def clean(self) -> None:
         """The key must be a Go note verifier key of the right kind, named for its member."""
         try:
-            key = note._parse_verifier_key(self.verifier_key)
+            key = note.parse_verifier_key(self.verifier_key)
         except note.NoteError as exc:
             raise ValidationError({"verifier_key": f"not a Go note verifier key: {exc}"}) from exc
         alg = note.ALG_ED25519 if self.purpose == self.Purpose.ANCHOR else note.ALG_COSIGNATURE_V1
