@@ -119,3 +119,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             why = SERVICES.get(service)
             if item.get_closest_marker(marker) and why:
                 item.add_marker(pytest.mark.skip(reason=f"{service} missing: {why}"))
+
+
+@pytest.fixture
+def celery_worker(settings):
+    """A real Celery worker thread consuming from the machine's Redis (a queue of its own)."""
+    import uuid
+
+    from celery.contrib.testing.worker import start_worker
+
+    from config.celery import app
+
+    queue = f"test-{uuid.uuid4().hex[:8]}"
+    app.conf.update(
+        broker_url=REDIS_URL,
+        broker_transport_options={"visibility_timeout": 60},
+        task_default_queue=queue,
+        task_always_eager=False,
+    )
+    with start_worker(app, pool="solo", perform_ping_check=False, queues=[queue]) as worker:
+        yield worker

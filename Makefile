@@ -1,0 +1,48 @@
+# ClaimProof. `make run` and `make test` work from a clean clone; see README.md.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell sha1sum pyproject.toml | cut -c1-12)
+
+.PHONY: run test bench lint format venv clean-var migrate demo
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+migrate: venv
+	$(PY) manage.py migrate --noinput
+
+demo: migrate
+	$(PY) manage.py collectstatic --noinput --verbosity 0
+	$(PY) manage.py ledger_init
+	$(PY) manage.py demo_load
+
+## Serve the app with a Celery worker and beat (SQLite and the filesystem broker under var/
+## unless DATABASE_URL / CELERY_BROKER_URL are set).
+run: demo
+	$(PY) scripts/serve.py
+
+## The whole test suite, against the machine's PostgreSQL and Redis (REQUIRE_SERVICES=1 makes
+## their absence a failure). pytest exits 5 when it collected no test: that fails too.
+test: venv
+	$(PY) -m pytest
+
+bench: venv
+	$(PY) bench/run.py $(BENCH_ARGS)
+
+lint: venv
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+clean-var:
+	rm -rf var

@@ -1,0 +1,125 @@
+"""A witness cosigns only what extends what it last cosigned, whatever the order or concurrency."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from ledger import keys, merkle, note, witness
+from ledger.checkpoint import Checkpoint
+from ledger.models import WitnessState
+
+pytestmark = pytest.mark.django_db
+
+ORIGIN = "log.example/test"
+
+
+@pytest.fixture
+def log_key():
+    return note.generate_key(ORIGIN)
+
+
+@pytest.fixture
+def witness_key():
+    return note.generate_cosigner_key("witness.example")[0]
+
+
+def _tree(n: int, salt: bytes = b"") -> list[bytes]:
+    return [merkle.leaf_hash(salt + i.to_bytes(4, "big")) for i in range(n)]
+
+
+def _checkpoint(log_key, leaves: list[bytes]) -> str:
+    body = Checkpoint(ORIGIN, len(leaves), merkle.root_hash(leaves)).body()
+    return note.sign(body, log_key[0])
+
+
+def _add(log_key, witness_key, old_size, proof, text):
+    return witness.witness_add_checkpoint(
+        witness_signer_key=witness_key,
+        log_verifier_keys={ORIGIN: log_key[1]},
+        old_size=old_size,
+        proof=proof,
+        note_text=text,
+    )
+
+
+def test_witness_cosigns_a_consistent_sequence(log_key, witness_key):
+    leaves = _tree(20)
+    line = _add(log_key, witness_key, 0, [], _checkpoint(log_key, leaves[:7]))
+    text = note.add_signatures(_checkpoint(log_key, leaves[:7]), [line])
+    assert "witness.example" in note.verify_cosignature(text, [note.verifier_key(witness_key)])
+    proof = merkle.consistency_proof(7, leaves)
+    _add(log_key, witness_key, 7, proof, _checkpoint(log_key, leaves))
+    assert WitnessState.objects.get().size == 20
+
+
+def test_witness_answers_each_refusal_as_tlog_witness_does(log_key, witness_key):
+    leaves = _tree(10)
+    _add(log_key, witness_key, 0, [], _checkpoint(log_key, leaves[:4]))
+    good = merkle.consistency_proof(4, leaves)
+    with pytest.raises(witness.SizeConflict) as conflict:
+        _add(log_key, witness_key, 3, good, _checkpoint(log_key, leaves))
+    assert (conflict.value.status, conflict.value.size) == (409, 4)
+    with pytest.raises(witness.BadProof) as bad:
+        _add(log_key, witness_key, 4, [b"\x00" * 32] * len(good), _checkpoint(log_key, leaves))
+    assert bad.value.status == 422
+    with pytest.raises(witness.NotSigned):
+        _add(log_key, witness_key, 4, good, _checkpoint(note.generate_key(ORIGIN), leaves))
+    with pytest.raises(witness.UnknownLog) as unknown:
+        other = note.sign(
+            Checkpoint("other.example", 10, merkle.root_hash(leaves)).body(),
+            note.generate_key("other.example")[0],
+        )
+        _add(log_key, witness_key, 4, good, other)
+    assert unknown.value.status == 404
+    with pytest.raises(witness.BadOldSize):
+        _add(log_key, witness_key, 11, good, _checkpoint(log_key, leaves))
+    assert WitnessState.objects.get().size == 4
+
+
+def test_a_forked_history_is_never_cosigned(log_key, witness_key):
+    honest = _tree(8)
+    _add(log_key, witness_key, 0, [], _checkpoint(log_key, honest[:5]))
+    forked = honest[:4] + _tree(6, salt=b"fork")[4:]
+    proof = merkle.consistency_proof(5, forked)
+    with pytest.raises(witness.BadProof):
+        _add(log_key, witness_key, 5, proof, _checkpoint(log_key, forked))
+    # Same size, other root: a split view.
+    with pytest.raises(witness.SizeConflict):
+        _add(log_key, witness_key, 5, [], _checkpoint(log_key, _tree(5, salt=b"x")))
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_requests_never_cosign_two_trees_of_one_size(log_key, witness_key):
+    base = _tree(3)
+    _add(log_key, witness_key, 0, [], _checkpoint(log_key, base))
+    forks = [base + _tree(5, salt=bytes([k]))[3:] for k in range(8)]
+
+    def attempt(leaves):
+        try:
+            return _add(
+                log_key,
+                witness_key,
+                3,
+                merkle.consistency_proof(3, leaves),
+                _checkpoint(log_key, leaves),
+            )
+        except witness.WitnessRefusal:
+            return None
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(attempt, forks))
+    assert sum(r is not None for r in results) == 1
+    assert WitnessState.objects.get().size == 5
+
+
+def test_the_nodes_own_witness_keys_are_loaded_from_environment(monkeypatch):
+    signer = note.generate_cosigner_key("env-witness.example")[0]
+    monkeypatch.setenv("LEDGER_WITNESS_KEY_ENV_WITNESS_EXAMPLE", signer)
+    assert keys.local_witness_signer_key("env-witness.example") == signer
+    assert keys.local_witness_signer_key("absent.example") is None
+    assert settings.LEDGER_KEYS_DIR.name == "keys"
