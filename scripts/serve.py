@@ -19,6 +19,16 @@ HOST = os.environ.get("HOST", "127.0.0.1")
 PORT = os.environ.get("PORT", "8000")
 
 
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGTERM if this supervisor dies, so nothing is left orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+
+
 def main() -> int:
     var = Path(os.environ.get("CLAIMPROOF_VAR_DIR", ROOT / "var"))
     (var / "log").mkdir(parents=True, exist_ok=True)
@@ -51,11 +61,16 @@ def main() -> int:
         ],
     }
     (var / "celerybeat.pid").unlink(missing_ok=True)
-    procs = {name: subprocess.Popen(cmd, cwd=ROOT) for name, cmd in commands.items()}
+    procs = {
+        name: subprocess.Popen(cmd, cwd=ROOT, preexec_fn=_die_with_parent)
+        for name, cmd in commands.items()
+    }
     time.sleep(2)
     logins = var / "demo-logins.txt"
     print(f"\n  ClaimProof is running: http://{HOST}:{PORT}/", flush=True)
-    print(f"  Ledger page: http://{HOST}:{PORT}/ledger/   API docs: http://{HOST}:{PORT}/api/v1/docs")
+    print(
+        f"  Ledger page: http://{HOST}:{PORT}/ledger/   API docs: http://{HOST}:{PORT}/api/v1/docs"
+    )
     if logins.exists():
         print("  Demo logins (admin at /admin/):")
         for line in logins.read_text().splitlines():

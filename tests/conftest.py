@@ -1,8 +1,8 @@
 """Tests run against the machine's real PostgreSQL and Redis.
 
-* PostgreSQL: ``TEST_DATABASE_URL`` (default ``postgres://postgres@127.0.0.1:5432/test``; pytest-django
-  creates its own ``test_test`` database there). When it is down, tests fall back to SQLite and
-  every test marked ``postgres`` is skipped with a loud reason.
+* PostgreSQL: ``TEST_DATABASE_URL`` (default ``postgres://postgres@127.0.0.1:5432/test``);
+  pytest-django creates its own ``claimproof_test`` database there. When it is down, tests fall
+  back to SQLite and every test marked ``postgres`` is skipped with a loud reason.
 * Redis: ``TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/15``) for tests marked ``redis``.
 * Chromium: ``/usr/bin/chromium`` (Debian's package) for tests marked ``browser``.
 
@@ -115,7 +115,11 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        for marker, service in (("postgres", "postgres"), ("redis", "redis"), ("browser", "chromium")):
+        for marker, service in (
+            ("postgres", "postgres"),
+            ("redis", "redis"),
+            ("browser", "chromium"),
+        ):
             why = SERVICES.get(service)
             if item.get_closest_marker(marker) and why:
                 item.add_marker(pytest.mark.skip(reason=f"{service} missing: {why}"))

@@ -53,17 +53,23 @@ def test_models_refuse_to_change_stored_hashes_checkpoints_and_cosignatures(seal
     ],
 )
 def test_postgres_trigger_refuses_raw_sql_rewrites(sealed_log, sql):
-    with pytest.raises(DatabaseError, match="append-only"):
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute(sql)
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute(sql)
     assert Leaf.objects.count() == 5
 
 
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_postgres_trigger_refuses_truncate_unless_the_session_allows_it(sealed_log):
-    with pytest.raises(DatabaseError, match="append-only"):
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SET LOCAL ledger.allow_truncate = 'off'")
-            cursor.execute("TRUNCATE ledger_leaf CASCADE")
+    with (
+        pytest.raises(DatabaseError, match="append-only"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        cursor.execute("SET LOCAL ledger.allow_truncate = 'off'")
+        cursor.execute("TRUNCATE ledger_leaf CASCADE")
     assert Leaf.objects.count() == 5

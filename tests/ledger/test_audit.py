@@ -49,14 +49,22 @@ def test_audit_of_an_untouched_ledger_says_ok(sealed_log):
             'AND "index" = 0) WHERE "index" = 4',
             "leaf 4: stored leaf hash is not",
         ),
-        ("UPDATE ledger_treenode SET hash = (SELECT hash FROM ledger_treenode WHERE level = 1 "
-         'AND "index" = 0) WHERE level = 1 AND "index" = 1', "node (1, 1)"),
+        (
+            "UPDATE ledger_treenode SET hash = (SELECT hash FROM ledger_treenode WHERE level = 1 "
+            'AND "index" = 0) WHERE level = 1 AND "index" = 1',
+            "node (1, 1)",
+        ),
         ('DELETE FROM ledger_treenode WHERE level = 2 AND "index" = 1', "node (2, 1) is missing"),
-        ("UPDATE ledger_checkpoint SET root_hash = (SELECT root_hash FROM ledger_checkpoint "
-         "WHERE size = 7) WHERE size = 14", "checkpoint 14"),
-        ("UPDATE ledger_cosignature SET line = (SELECT line FROM ledger_cosignature "
-         "ORDER BY id LIMIT 1) WHERE id = (SELECT max(id) FROM ledger_cosignature)",
-         "cosignature of"),
+        (
+            "UPDATE ledger_checkpoint SET root_hash = (SELECT root_hash FROM ledger_checkpoint "
+            "WHERE size = 7) WHERE size = 14",
+            "checkpoint 14",
+        ),
+        (
+            "UPDATE ledger_cosignature SET line = (SELECT line FROM ledger_cosignature "
+            "ORDER BY id LIMIT 1) WHERE id = (SELECT max(id) FROM ledger_cosignature)",
+            "cosignature of",
+        ),
     ],
 )
 def test_audit_catches_a_row_changed_through_raw_sql(sealed_log, sql, finding):
