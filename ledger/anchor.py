@@ -34,6 +34,8 @@ SALT_BYTES = 32
 FIELDS = frozenset({"commitment", "key_id", "member", "signature", "timestamp", "version"})
 _TIMESTAMP = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z")
 _HEX8 = re.compile(r"[0-9a-f]{8}")
+# A Go note key name (no space, no '+'), printable, valid UTF-8 (no lone surrogates), bounded.
+_MEMBER = re.compile(r"[^\s+\x00-\x1f\x7f\ud800-\udfff]{1,120}")
 _B64 = re.compile(r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?")
 
 
@@ -127,8 +129,8 @@ def statement_parse(data: bytes) -> Statement:
     if obj["version"] != VERSION or isinstance(obj["version"], bool):
         raise AnchorError(f"unsupported version {obj['version']!r}; this ledger takes {VERSION}")
     member = obj["member"]
-    if not isinstance(member, str) or not member or len(member) > 120 or "+" in member:
-        raise AnchorError("member must be a member name")
+    if not isinstance(member, str) or not _MEMBER.fullmatch(member):
+        raise AnchorError("member must be a member name: no spaces, '+' or control characters")
     if not isinstance(obj["key_id"], str) or not _HEX8.fullmatch(obj["key_id"]):
         raise AnchorError("key_id must be 8 lowercase hex digits")
     ts = obj["timestamp"]

@@ -164,12 +164,10 @@ def append_leaves(
     that the new leaves create, as ``(level, index, hash)`` (leaves included, level 0), and the
     new frontier hashes. Each new node is hashed exactly once.
     """
-    stack = [
-        (level, index, h)
-        for (level, index), h in zip(frontier(size), frontier_hashes, strict=False)
-    ]
-    if len(stack) != len(frontier_hashes):
-        raise ValueError(f"a tree of size {size} has {len(stack)} frontier hashes")
+    subtrees = frontier(size)
+    if len(subtrees) != len(frontier_hashes):
+        raise ValueError(f"a tree of size {size} has {len(subtrees)} frontier hashes")
+    stack = [(lv, i, h) for (lv, i), h in zip(subtrees, frontier_hashes, strict=True)]
     created: list[tuple[int, int, bytes]] = []
     add, pop = created.append, stack.pop
     i = size

@@ -1,2 +1,8 @@
+from django.urls import path
+
+from ledger import views
+
 app_name = "ledger"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.ledger_page, name="page"),
+]

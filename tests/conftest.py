@@ -113,6 +113,15 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     return lines
 
 
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    """Repeat the warning at the end, where nobody misses it (even with -q)."""
+    for name, why in SERVICES.items():
+        if why:
+            terminalreporter.write_sep(
+                "!", f"{name.upper()} MISSING: {why}; its tests were SKIPPED", red=True
+            )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         for marker, service in (
