@@ -7,7 +7,8 @@ except a real bug.
 
 from __future__ import annotations
 
-from django.http import JsonResponse
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -54,6 +55,12 @@ def error_body(code: str, detail: str, **extra: object) -> dict:
 def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     if isinstance(exc, DomainError):
         return Response(error_body(exc.code, exc.detail, **exc.extra), status=exc.status_code)
+    # DRF converts these two Django exceptions only for its own response; convert them here too,
+    # so the body below gets DRF's stable code and sentence rather than an empty message.
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound(*exc.args)
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied(*exc.args)
     response = exception_handler(exc, context)
     if response is None:
         return None

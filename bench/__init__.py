@@ -1,0 +1,1 @@
+"""Ledger benchmarks: ``make bench`` runs bench/run.py; see docs/benchmarks.md."""
