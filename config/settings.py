@@ -173,6 +173,7 @@ LEDGER_QUORUM = env.int("LEDGER_QUORUM", default=2)
 LEDGER_SEAL_INTERVAL_S = env.float("LEDGER_SEAL_INTERVAL_S", default=5.0)
 LEDGER_SEAL_BATCH = env.int("LEDGER_SEAL_BATCH", default=100_000)
 LEDGER_ANCHOR_MAX_BYTES = env.int("LEDGER_ANCHOR_MAX_BYTES", default=2048)
+LEDGER_ANCHOR_BATCH_MAX = env.int("LEDGER_ANCHOR_BATCH_MAX", default=1000)
 LEDGER_ANCHOR_MAX_SKEW = timedelta(seconds=env.int("LEDGER_ANCHOR_MAX_SKEW_S", default=300))
 if LEDGER_QUORUM < 1:
     raise ImproperlyConfigured("LEDGER_QUORUM must be at least 1")

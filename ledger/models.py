@@ -181,6 +181,11 @@ class WitnessState(models.Model):
 
 
 class LedgerLock(models.Model):
-    """Named rows locked with SELECT ... FOR UPDATE to serialise appends, and seals."""
+    """Named rows locked to serialise appends and seals.
+
+    The ``append`` row's ``value`` is the next leaf index on PostgreSQL: bumping it and inserting
+    the leaf is one statement, so a failed insert rolls the bump back and indexes never gap.
+    """
 
     name = models.CharField(max_length=20, primary_key=True)
+    value = models.BigIntegerField(default=0)

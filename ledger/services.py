@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
-from config.errors import Conflict, TooLarge, Unprocessable
+from config.errors import Conflict, DomainError, TooLarge, Unprocessable
 from ledger import anchor, keys, merkle, note, proofs, witness
 from ledger.checkpoint import Checkpoint as CheckpointBody
 from ledger.models import Checkpoint, Cosignature, Leaf, LedgerLock, MemberKey, TreeNode
@@ -27,23 +29,50 @@ def _lock(name: str) -> None:
 # --- anchoring -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class AnchoredLeaf:
+    """A leaf as the API answers it (no model instance: batches make thousands)."""
+
+    index: int
+    leaf_hash: bytes
+    member: str
+    data: bytes
+    received_at: datetime
+
+    @classmethod
+    def of(cls, leaf: Leaf) -> AnchoredLeaf:
+        return cls(
+            leaf.index, bytes(leaf.leaf_hash), leaf.member.name, bytes(leaf.data), leaf.received_at
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class AnchorResult:
-    leaf: Leaf
+    leaf: AnchoredLeaf
     created: bool
 
 
-def _anchor_key(statement: anchor.Statement) -> MemberKey:
-    key = (
-        MemberKey.objects.select_related("member")
-        .filter(
-            member__name=statement.member,
-            purpose=MemberKey.Purpose.ANCHOR,
-            key_id=f"{statement.key_id:08x}",
-        )
-        .first()
-    )
-    if key is None:
+@dataclass(frozen=True)
+class _Checked:
+    data: bytes
+    statement: anchor.Statement
+    member_id: int
+    leaf_hash: bytes
+
+
+_KEY_SQL = (
+    "SELECT k.member_id, k.verifier_key, k.revoked_at FROM ledger_memberkey k "
+    "JOIN ledger_member m ON m.id = k.member_id "
+    "WHERE m.name = %s AND k.purpose = 'anchor' AND k.key_id = %s"
+)
+
+
+def _anchor_key(statement: anchor.Statement) -> tuple[int, str]:
+    """(member id, verifier key) of the live key that must have signed ``statement``."""
+    with connection.cursor() as cursor:
+        cursor.execute(_KEY_SQL, [statement.member, f"{statement.key_id:08x}"])
+        row = cursor.fetchone()
+    if row is None:
         if not MemberKey.objects.filter(member__name=statement.member).exists():
             raise Unprocessable(
                 f"{statement.member!r} is not a consortium member", code="unknown_member"
@@ -52,28 +81,20 @@ def _anchor_key(statement: anchor.Statement) -> MemberKey:
             f"member {statement.member!r} has no anchor key {statement.key_id:08x}",
             code="unknown_key",
         )
-    if key.revoked_at is not None:
+    member_id, verifier_key, revoked_at = row
+    if revoked_at is not None:
+        if isinstance(revoked_at, str):  # SQLite hands raw SQL timestamps back as text
+            revoked_at = datetime.fromisoformat(revoked_at)
         raise Unprocessable(
-            f"anchor key {key.key_id} of {statement.member!r} was revoked on "
-            f"{key.revoked_at:%Y-%m-%d %H:%M}Z",
+            f"anchor key {statement.key_id:08x} of {statement.member!r} was revoked on "
+            f"{revoked_at:%Y-%m-%d %H:%M}Z",
             code="revoked_key",
         )
-    return key
+    return member_id, verifier_key
 
 
-def _existing(commitment: bytes, leaf_hash: bytes) -> AnchorResult:
-    leaf = Leaf.objects.get(commitment=commitment)
-    if bytes(leaf.leaf_hash) != leaf_hash:
-        raise Conflict(
-            f"this commitment is already anchored as leaf {leaf.index} by another statement",
-            code="commitment_exists",
-            extra={"leaf_index": leaf.index},
-        )
-    return AnchorResult(leaf, created=False)
-
-
-def anchor_append(*, data: bytes, now: datetime | None = None) -> AnchorResult:
-    """Check a signed procedure anchor and append it; the same anchor again answers its leaf."""
+def _check(data: bytes, now: datetime, known_keys: dict | None = None) -> _Checked:
+    """Everything about one statement that needs no write: size, form, key, signature, time."""
     if len(data) > settings.LEDGER_ANCHOR_MAX_BYTES:
         raise TooLarge(
             f"an anchor statement is at most {settings.LEDGER_ANCHOR_MAX_BYTES} bytes",
@@ -83,34 +104,222 @@ def anchor_append(*, data: bytes, now: datetime | None = None) -> AnchorResult:
         statement = anchor.statement_parse(data)
     except anchor.AnchorError as exc:
         raise Unprocessable(str(exc), code="bad_anchor") from exc
-    key = _anchor_key(statement)
+    if known_keys is None:
+        member_id, verifier_key = _anchor_key(statement)
+    else:  # a batch looks each key up once
+        where = (statement.member, statement.key_id)
+        if where not in known_keys:
+            try:
+                known_keys[where] = _anchor_key(statement)
+            except DomainError as exc:
+                known_keys[where] = exc
+        if isinstance(found := known_keys[where], DomainError):
+            raise found
+        member_id, verifier_key = found
     try:
-        anchor.statement_verify(statement, key.verifier_key)
+        anchor.statement_verify(statement, verifier_key)
     except anchor.AnchorError as exc:
         raise Unprocessable(str(exc), code="bad_signature") from exc
-    now = now or timezone.now()
     if statement.timestamp > now + settings.LEDGER_ANCHOR_MAX_SKEW:
         raise Unprocessable(
             f"the statement is dated {statement.timestamp:%Y-%m-%dT%H:%M:%SZ}, in the future",
             code="bad_timestamp",
         )
-    leaf_hash = merkle.leaf_hash(data)
-    try:
+    return _Checked(data, statement, member_id, merkle.leaf_hash(data))
+
+
+def _existing(commitment: bytes, leaf_hash: bytes) -> AnchorResult:
+    leaf = Leaf.objects.select_related("member").get(commitment=commitment)
+    if bytes(leaf.leaf_hash) != leaf_hash:
+        raise Conflict(
+            f"this commitment is already anchored as leaf {leaf.index} by another statement",
+            code="commitment_exists",
+            extra={"leaf_index": leaf.index},
+        )
+    return AnchorResult(AnchoredLeaf.of(leaf), created=False)
+
+
+# PostgreSQL: bump the counter and insert in one statement. The counter's row lock orders appends;
+# a failed insert (a duplicate commitment) undoes the bump with it, so indexes never gap.
+_INSERT_SQL = """
+WITH next AS (
+    UPDATE ledger_ledgerlock SET value = value + %(n)s WHERE name = 'append'
+    RETURNING value - %(n)s AS base
+)
+INSERT INTO ledger_leaf ("index", leaf_hash, commitment, member_id, data, received_at)
+SELECT next.base + t.ord - 1, t.leaf_hash, t.commitment, t.member_id, t.data, %(now)s
+FROM next, unnest(
+    %(leaf_hash)b::bytea[], %(commitment)b::bytea[], %(member_id)b::bigint[], %(data)b::bytea[]
+) WITH ORDINALITY AS t(leaf_hash, commitment, member_id, data, ord)
+RETURNING "index"
+"""
+_SYNC_COUNTER_SQL = """
+INSERT INTO ledger_ledgerlock (name, value)
+SELECT 'append', COALESCE(MAX("index") + 1, 0) FROM ledger_leaf
+ON CONFLICT (name) DO UPDATE SET value = GREATEST(ledger_ledgerlock.value, EXCLUDED.value)
+"""
+
+
+@contextmanager
+def _binary_cursor():
+    """A psycopg cursor with server-side, binary parameters: arrays of bytea travel as bytes,
+    not as quoted hex text (Django's default client-side binding). Errors become Django's."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        yield cursor
+
+
+def _sync_counter() -> None:
+    """Create the counter, or move it up to the log's length; it never goes down."""
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(_SYNC_COUNTER_SQL)
+
+
+def _insert(checked: list[_Checked], now: datetime) -> list[int]:
+    """Append the leaves in order; returns their indexes. Raises IntegrityError on a duplicate."""
+    if connection.vendor != "postgresql":
         with transaction.atomic():
             _lock("append")
             last = Leaf.objects.order_by("-index").values_list("index", flat=True).first()
-            leaf = Leaf.objects.create(
-                index=0 if last is None else last + 1,
-                leaf_hash=leaf_hash,
-                commitment=statement.commitment,
-                member_id=key.member_id,
-                data=data,
-                received_at=now,
+            first = 0 if last is None else last + 1
+            Leaf.objects.bulk_create(
+                Leaf(
+                    index=first + i,
+                    leaf_hash=c.leaf_hash,
+                    commitment=c.statement.commitment,
+                    member_id=c.member_id,
+                    data=c.data,
+                    received_at=now,
+                )
+                for i, c in enumerate(checked)
             )
-    except IntegrityError:
-        # The unique commitment settles the race: whoever committed first owns the leaf.
-        return _existing(statement.commitment, leaf_hash)
-    return AnchorResult(leaf, created=True)
+        return list(range(first, first + len(checked)))
+    params = {
+        "n": len(checked),
+        "now": now,
+        "leaf_hash": [c.leaf_hash for c in checked],
+        "commitment": [c.statement.commitment for c in checked],
+        "member_id": [c.member_id for c in checked],
+        "data": [c.data for c in checked],
+    }
+    for _attempt in range(2):
+        # Outside a transaction the statement commits by itself: one round trip per append.
+        # Inside the caller's, a savepoint keeps a duplicate from spoiling it.
+        scope = transaction.atomic() if connection.in_atomic_block else nullcontext()
+        with scope, _binary_cursor() as cursor:
+            cursor.execute(_INSERT_SQL, params, binary=True)
+            indexes = [row[0] for row in cursor.fetchall()]
+        if len(indexes) == len(checked):
+            return indexes
+        _sync_counter()  # no counter row yet: start it from the log
+    raise RuntimeError("the append counter could not be initialised")
+
+
+def _anchored(commitments: list[bytes]) -> list[bytes]:
+    """Which of these commitments the log already holds."""
+    if not commitments:
+        return []
+    if connection.vendor != "postgresql":
+        found = Leaf.objects.filter(commitment__in=commitments).values_list("commitment", flat=True)
+        return [bytes(c) for c in found]
+    with _binary_cursor() as cursor:
+        cursor.execute(
+            "SELECT commitment FROM ledger_leaf WHERE commitment = ANY(%b::bytea[])",
+            [commitments],
+            binary=True,
+        )
+        return [bytes(row[0]) for row in cursor.fetchall()]
+
+
+def _is_index_collision(commitments: list[bytes]) -> bool:
+    """After an IntegrityError: True when no commitment clashed, so the index did (the counter
+    was behind the log, e.g. after a restore); the caller resyncs and tries again."""
+    return (
+        connection.vendor == "postgresql"
+        and not Leaf.objects.filter(commitment__in=commitments).exists()
+    )
+
+
+def _appended_leaf(checked: _Checked, index: int, now: datetime) -> AnchoredLeaf:
+    return AnchoredLeaf(index, checked.leaf_hash, checked.statement.member, checked.data, now)
+
+
+def anchor_append(*, data: bytes, now: datetime | None = None) -> AnchorResult:
+    """Check a signed procedure anchor and append it; the same anchor again answers its leaf."""
+    now = now or timezone.now()
+    checked = _check(data, now)
+    for _attempt in range(3):
+        try:
+            [index] = _insert([checked], now)
+            break
+        except IntegrityError:
+            if not _is_index_collision([checked.statement.commitment]):
+                # The unique commitment settles the race: whoever committed first owns the leaf.
+                return _existing(checked.statement.commitment, checked.leaf_hash)
+            _sync_counter()
+    else:
+        raise RuntimeError("leaf indexes keep colliding: is another writer bypassing the counter?")
+    return AnchorResult(_appended_leaf(checked, index, now), created=True)
+
+
+def anchor_append_many(
+    *, datas: list[bytes], now: datetime | None = None
+) -> list[AnchorResult | DomainError]:
+    """Append a batch of statements in one transaction; one result or refusal per statement.
+
+    Each statement is checked on its own, so one bad line refuses only itself. Statements whose
+    commitment is already anchored (before or earlier in the batch) answer the existing leaf.
+    """
+    now = now or timezone.now()
+    results: list[AnchorResult | DomainError | None] = []
+    fresh: dict[bytes, tuple[int, _Checked]] = {}  # commitment -> (position, checked)
+    known_keys: dict = {}
+    for position, data in enumerate(datas):
+        try:
+            checked = _check(data, now, known_keys)
+        except DomainError as exc:
+            results.append(exc)
+            continue
+        results.append(None)
+        first = fresh.setdefault(checked.statement.commitment, (position, checked))
+        if first[0] != position:
+            results[position] = _same_or_conflict(first[1], checked)
+    for _attempt in range(3):
+        for commitment in _anchored(list(fresh)):
+            position, checked = fresh.pop(commitment)
+            results[position] = _existing_or_error(checked)
+        batch = sorted(fresh.values(), key=lambda item: item[0])
+        try:
+            indexes = _insert([c for _, c in batch], now) if batch else []
+        except IntegrityError:
+            if _is_index_collision(list(fresh)):
+                _sync_counter()
+            continue  # a concurrent append took one of these commitments: look again
+        for (position, checked), index in zip(batch, indexes, strict=True):
+            results[position] = AnchorResult(_appended_leaf(checked, index, now), created=True)
+        break
+    else:
+        raise RuntimeError("the batch kept colliding with concurrent appends")
+    for position, result in enumerate(results):
+        if result is None:  # a repeat within the batch of a statement appended just now
+            results[position] = _existing_or_error(_check(datas[position], now, known_keys))
+    return results
+
+
+def _same_or_conflict(first: _Checked, again: _Checked) -> DomainError | None:
+    if first.leaf_hash == again.leaf_hash:
+        return None  # resolved to the first one's leaf once it is appended
+    return Conflict(
+        "this commitment appears twice in the batch with different statements",
+        code="commitment_exists",
+    )
+
+
+def _existing_or_error(checked: _Checked) -> AnchorResult | DomainError:
+    try:
+        return _existing(checked.statement.commitment, checked.leaf_hash)
+    except DomainError as exc:
+        return exc
 
 
 # --- sealing ---------------------------------------------------------------------------------
