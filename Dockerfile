@@ -5,6 +5,7 @@ WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY config config
 COPY ledger ledger
+COPY claims claims
 COPY templates templates
 COPY manage.py ./
 RUN pip install --no-cache-dir . \

@@ -19,7 +19,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_HOST, PG_PORT, PG_USER = "127.0.0.1", 5432, "postgres"
-BENCH_DB = "claimproof_bench"
+# CLAIMPROOF_BENCH_DB lets two people run benchmarks on one machine without dropping each other's.
+BENCH_DB = os.environ.get("CLAIMPROOF_BENCH_DB", "claimproof_bench")
 ADMIN_DSN = f"host={PG_HOST} port={PG_PORT} user={PG_USER} dbname=postgres connect_timeout=5"
 BENCH_URL = f"postgres://{PG_USER}@{PG_HOST}:{PG_PORT}/{BENCH_DB}"
 

@@ -44,6 +44,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "django_htmx",
     "ledger",
+    "claims",
 ]
 
 MIDDLEWARE = [
@@ -173,6 +174,8 @@ LEDGER_QUORUM = env.int("LEDGER_QUORUM", default=2)
 LEDGER_SEAL_INTERVAL_S = env.float("LEDGER_SEAL_INTERVAL_S", default=5.0)
 LEDGER_SEAL_BATCH = env.int("LEDGER_SEAL_BATCH", default=100_000)
 LEDGER_ANCHOR_MAX_BYTES = env.int("LEDGER_ANCHOR_MAX_BYTES", default=2048)
+CLAIMS_MAX_BYTES = env.int("CLAIMS_MAX_BYTES", default=1_048_576)
+LEDGER_TILE_CACHE_MB = env.int("LEDGER_TILE_CACHE_MB", default=64)  # proof tile cache; 0 = off
 LEDGER_ANCHOR_BATCH_MAX = env.int("LEDGER_ANCHOR_BATCH_MAX", default=1000)
 LEDGER_ANCHOR_MAX_SKEW = timedelta(seconds=env.int("LEDGER_ANCHOR_MAX_SKEW_S", default=300))
 if LEDGER_QUORUM < 1:

@@ -14,9 +14,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from config.errors import NotFound, TooLarge, Unprocessable
+from config.errors import DomainError, NotFound, TooLarge, Unprocessable
 from ledger import proofs, selectors, services
-from ledger.models import Leaf
 
 MAX_SIZE = 2**63 - 1
 
@@ -47,52 +46,95 @@ class SizeField(serializers.IntegerField):
 class LeafOutput(serializers.Serializer):
     index = serializers.IntegerField()
     leaf_hash = serializers.SerializerMethodField()
-    member = serializers.CharField(source="member.name")
+    member = serializers.CharField()
     data = serializers.SerializerMethodField(help_text="The anchor statement, as anchored.")
     received_at = serializers.DateTimeField()
     sealed = serializers.SerializerMethodField(help_text="In a signed checkpoint yet?")
 
-    def get_leaf_hash(self, leaf: Leaf) -> str:
-        return b64(bytes(leaf.leaf_hash))
+    def get_leaf_hash(self, leaf: services.AnchoredLeaf) -> str:
+        return b64(leaf.leaf_hash)
 
-    def get_data(self, leaf: Leaf) -> str:
-        return bytes(leaf.data).decode("utf-8")
+    def get_data(self, leaf: services.AnchoredLeaf) -> str:
+        return leaf.data.decode("utf-8")
 
-    def get_sealed(self, leaf: Leaf) -> bool:
+    def get_sealed(self, leaf: services.AnchoredLeaf) -> bool:
         return leaf.index < self.context["sealed_size"]
 
 
 class AnchorsApi(APIView):
-    """Append a member's signed procedure anchor (docs/ledger-format.md)."""
+    """Append signed procedure anchors (docs/ledger-format.md).
+
+    ``application/json``: one statement; 201 with its leaf, 200 if it was already anchored.
+    ``application/x-ndjson``: up to ``LEDGER_ANCHOR_BATCH_MAX`` statements, one per line, appended
+    in one transaction; 200 with one result per line (each with its own status), so one bad line
+    refuses only itself.
+    """
 
     authentication_classes: list = []  # the member's signature is the authentication
 
     @extend_schema(
-        request={"application/json": OpenApiTypes.OBJECT},
+        request={"application/json": OpenApiTypes.OBJECT, "application/x-ndjson": str},
         responses={
             201: LeafOutput,
-            200: OpenApiResponse(LeafOutput, description="Already anchored: the same leaf."),
+            200: OpenApiResponse(
+                LeafOutput, description="Already anchored (one statement), or a batch's results."
+            ),
             409: OpenApiResponse(description="The commitment is anchored by another statement."),
             413: OpenApiResponse(description="Larger than LEDGER_ANCHOR_MAX_BYTES."),
             422: OpenApiResponse(description="Malformed, unknown member or key, bad signature."),
         },
     )
     def post(self, request: Request) -> Response:
-        limit = settings.LEDGER_ANCHOR_MAX_BYTES
-        try:
-            declared = int(request.META.get("CONTENT_LENGTH") or 0)
-        except ValueError:
-            declared = 0
-        if declared > limit:
-            raise TooLarge(f"an anchor statement is at most {limit} bytes", code="anchor_too_large")
         content_type = request.content_type.split(";")[0].strip()
+        if content_type == "application/x-ndjson":
+            return self._batch(request)
         if content_type != "application/json":
             raise Unprocessable(
-                "send the statement as application/json", code="unsupported_media_type"
+                "send one statement as application/json, or many as application/x-ndjson",
+                code="unsupported_media_type",
             )
+        _limit_body(request, settings.LEDGER_ANCHOR_MAX_BYTES, "an anchor statement")
         result = services.anchor_append(data=request.body)
-        body = LeafOutput(result.leaf, context={"sealed_size": services.sealed_size()}).data
+        sealed = services.sealed_size() if not result.created else 0
+        body = LeafOutput(result.leaf, context={"sealed_size": sealed}).data
         return Response(body, status=status.HTTP_201_CREATED if result.created else 200)
+
+    def _batch(self, request: Request) -> Response:
+        most = settings.LEDGER_ANCHOR_BATCH_MAX
+        _limit_body(request, most * (settings.LEDGER_ANCHOR_MAX_BYTES + 1), "a batch")
+        lines = [line for line in request.body.split(b"\n") if line.strip()]
+        if not lines:
+            raise Unprocessable("the batch has no statement", code="empty_batch")
+        if len(lines) > most:
+            raise TooLarge(f"a batch has at most {most} statements", code="batch_too_large")
+        results = services.anchor_append_many(datas=lines)
+        sealed = services.sealed_size()
+        out = []
+        for line, result in enumerate(results, start=1):
+            if isinstance(result, DomainError):
+                out.append(
+                    {
+                        "line": line,
+                        "status": result.status_code,
+                        "code": result.code,
+                        "detail": result.detail,
+                        **result.extra,
+                    }
+                )
+            else:
+                leaf = LeafOutput(result.leaf, context={"sealed_size": sealed}).data
+                out.append({"line": line, "status": 201 if result.created else 200, **leaf})
+        return Response({"results": out})
+
+
+def _limit_body(request: Request, limit: int, what: str) -> None:
+    """413 before reading a body that says it is too large, and after reading one that was."""
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        raise TooLarge(f"{what} is at most {limit} bytes", code="anchor_too_large")
 
 
 class CheckpointApi(APIView):
@@ -136,20 +178,21 @@ class InclusionProofApi(APIView):
             index = selectors.leaf_index_by_hash(q["leaf_hash"])
         else:
             index = q["index"]
-        sealed = services.sealed_size()
-        size = q.get("tree_size", sealed)
-        leaf_hash = q.get("leaf_hash") or selectors.leaf_hash_at(index)
-        reader = proofs.HashReader()
+        # One round trip: the latest checkpoint, the one of tree_size, the leaf's stored hash.
+        sizes = [q["tree_size"]] if "tree_size" in q else []
+        signed = proofs.signed_roots(sizes, leaf_index=index)
+        if signed.leaf_hash is None:
+            raise NotFound(f"the log has no leaf {index}", code="unknown_leaf")
+        size = q.get("tree_size", signed.sealed_size)
         try:
-            path = proofs.inclusion(index, size, sealed_size=sealed, reader=reader)
-            root = proofs.root_at(size, sealed_size=sealed, reader=reader)
+            path, root = proofs.served_inclusion(index, size, signed)
         except proofs.SizeError as exc:
             raise Unprocessable(str(exc), code="bad_size") from exc
         return Response(
             {
                 "leaf_index": index,
                 "tree_size": size,
-                "leaf_hash": b64(leaf_hash),
+                "leaf_hash": b64(signed.leaf_hash),
                 "root_hash": b64(root),
                 "hashes": [b64(h) for h in path],
             }
@@ -168,14 +211,12 @@ class ConsistencyProofApi(APIView):
     def get(self, request: Request) -> Response:
         query = ConsistencyQuery(data=request.query_params)
         query.is_valid(raise_exception=True)
-        sealed = services.sealed_size()
         old_size = query.validated_data["old_size"]
-        new_size = query.validated_data.get("new_size", sealed)
-        reader = proofs.HashReader()
+        new_size = query.validated_data.get("new_size")
+        signed = proofs.signed_roots([old_size] if new_size is None else [old_size, new_size])
+        new_size = signed.sealed_size if new_size is None else new_size
         try:
-            path = proofs.consistency(old_size, new_size, sealed_size=sealed, reader=reader)
-            old_root = proofs.root_at(old_size, sealed_size=sealed, reader=reader)
-            new_root = proofs.root_at(new_size, sealed_size=sealed, reader=reader)
+            path, old_root, new_root = proofs.served_consistency(old_size, new_size, signed)
         except proofs.SizeError as exc:
             raise Unprocessable(str(exc), code="bad_size") from exc
         return Response(
@@ -197,5 +238,5 @@ class LeafApi(APIView):
         responses=LeafOutput,
     )
     def get(self, request: Request, index: int) -> Response:
-        leaf = selectors.leaf_get(index)
+        leaf = services.AnchoredLeaf.of(selectors.leaf_get(index))
         return Response(LeafOutput(leaf, context={"sealed_size": services.sealed_size()}).data)

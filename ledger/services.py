@@ -366,7 +366,9 @@ def ledger_seal(*, max_leaves: int | None = None) -> Checkpoint | None:
         .values_list("index", "leaf_hash")
     )
     reader = proofs.HashReader()
-    frontier = [reader.read([s])[s] for s in merkle.frontier(old_size)] if old_size else []
+    subtrees = merkle.frontier(old_size)
+    got = reader.read(subtrees) if subtrees else {}
+    frontier = [got[s] for s in subtrees]
     expected = [old_size]
 
     def leaf_hashes():

@@ -204,12 +204,11 @@ def leaf_lookup(query: str, checkpoint: Checkpoint | None) -> LeafLookup:
     result.tree_size = checkpoint.size
     result.root_hash = bytes(checkpoint.root_hash)
     result.checkpoint_final = services.checkpoint_is_final(checkpoint)
-    reader = proofs.HashReader()
     try:
-        result.proof = proofs.inclusion(
-            leaf.index, checkpoint.size, sealed_size=checkpoint.size, reader=reader
+        # Uncached on purpose: the page shows and checks what the database stores.
+        result.proof, stored_root = proofs.inclusion_with_root(
+            leaf.index, checkpoint.size, sealed_size=checkpoint.size
         )
-        stored_root = proofs.root_at(checkpoint.size, sealed_size=checkpoint.size, reader=reader)
     except proofs.SizeError as exc:
         result.error = f"The proof cannot be built from the stored tree: {exc}."
         return result

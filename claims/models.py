@@ -1,0 +1,208 @@
+"""Providers, their signing keys, claims and everything recorded about them.
+
+Rules a database can enforce live here as constraints: one claim per (provider, Idempotency-Key),
+one live claim per billed anchor (a partial unique index), one result per check per run.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from claims.states import ClaimStatus
+from ledger.models import Member
+
+
+class Provider(models.Model):
+    """A hospital, practice or lab. It anchors procedures as a consortium member."""
+
+    class Kind(models.TextChoices):
+        HOSPITAL = "hospital"
+        PRACTICE = "practice"
+        LAB = "lab"
+
+    name = models.CharField(max_length=200)
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.HOSPITAL)
+    member = models.OneToOneField(Member, on_delete=models.PROTECT, related_name="provider")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ProviderUser(models.Model):
+    """Binds an API user to exactly one provider: it sees and touches that provider's claims."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="provider_link"
+    )
+    provider = models.ForeignKey(Provider, on_delete=models.CASCADE, related_name="users")
+
+    def __str__(self) -> str:
+        return f"{self.user} → {self.provider}"
+
+
+class ProviderKey(models.Model):
+    """An Ed25519 public key (JWK) a provider signs claims with.
+
+    A signature counts if it was made inside [not_before, not_after) and before revoked_at.
+    Rotation adds a key; old claims stay verifiable under the old one.
+    """
+
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="keys")
+    kid = models.CharField(max_length=100, unique=True)
+    public_jwk = models.JSONField()
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revocation_reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["provider", "-not_before"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(not_after__isnull=True) | Q(not_after__gt=models.F("not_before")),
+                name="key_window_is_not_empty",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.kid
+
+
+class Claim(models.Model):
+    """A submitted claim Bundle, exactly as received, and where it stands."""
+
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="claims")
+    submitted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True
+    )
+    idempotency_key = models.CharField(max_length=200)
+    body_sha256 = models.BinaryField(max_length=32)
+    body = models.BinaryField(help_text="The request body, byte for byte.")
+    signed_payload = models.BinaryField(help_text="RFC 8785 canonical Bundle without signature.")
+    kid = models.CharField(max_length=100)
+    use = models.CharField(max_length=20)
+    total = models.DecimalField(max_digits=14, decimal_places=2, null=True)
+    currency = models.CharField(max_length=3, blank=True)
+    related = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="corrections"
+    )
+    relationship = models.CharField(max_length=20, blank=True, help_text="replaces or voids")
+    status = models.CharField(
+        max_length=20, choices=ClaimStatus.choices, default=ClaimStatus.RECEIVED
+    )
+    verdict = models.CharField(max_length=20, blank=True)
+    verification_runs = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["provider", "idempotency_key"], name="one_claim_per_idempotency_key"
+            ),
+        ]
+        indexes = [
+            # the verification sweeper and the queue read claims by status, newest first
+            models.Index(fields=["status", "-created_at"], name="claim_status_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"claim {self.public_id}"
+
+
+class ClaimItem(models.Model):
+    """One billed line, as submitted and as adjudicated."""
+
+    class Adjudication(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        ADJUSTED = "adjusted"
+        DENIED = "denied"
+
+    claim = models.ForeignKey(Claim, on_delete=models.CASCADE, related_name="items")
+    sequence = models.PositiveIntegerField()
+    product_code = models.CharField(max_length=100, blank=True)
+    procedure_url = models.CharField(max_length=300, blank=True)
+    submitted = models.DecimalField(max_digits=14, decimal_places=2)
+    eligible = models.DecimalField(max_digits=14, decimal_places=2, null=True)
+    benefit = models.DecimalField(max_digits=14, decimal_places=2, null=True)
+    adjudication = models.CharField(
+        max_length=10, choices=Adjudication.choices, default=Adjudication.PENDING
+    )
+    reason_code = models.CharField(max_length=50, blank=True)
+
+    class Meta:
+        ordering = ["claim", "sequence"]
+        constraints = [
+            models.UniqueConstraint(fields=["claim", "sequence"], name="one_item_per_sequence"),
+        ]
+
+
+class ClaimCheck(models.Model):
+    """The outcome of one verification check in one run, with its evidence and a sentence."""
+
+    class Outcome(models.TextChoices):
+        PASS = "pass"
+        FAIL = "fail"
+        WARN = "warn"
+        WAIT = "wait", "waiting (e.g. checkpoint not final yet)"
+
+    claim = models.ForeignKey(Claim, on_delete=models.CASCADE, related_name="checks")
+    run = models.PositiveIntegerField()
+    name = models.CharField(max_length=80)
+    outcome = models.CharField(max_length=4, choices=Outcome.choices)
+    sentence = models.TextField()
+    evidence = models.JSONField(default=dict)
+    checked_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["claim", "run", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["claim", "run", "name"], name="one_result_per_check"),
+        ]
+
+
+class BilledAnchor(models.Model):
+    """A ledger leaf billed by a claim. At most one live claim bills any leaf: the partial
+    unique index below says so, whatever the concurrency."""
+
+    claim = models.ForeignKey(Claim, on_delete=models.CASCADE, related_name="billed_anchors")
+    commitment = models.BinaryField(max_length=32)
+    leaf_index = models.BigIntegerField()
+    live = models.BooleanField(default=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["commitment"], condition=Q(live=True), name="one_live_claim_per_anchor"
+            ),
+            models.UniqueConstraint(fields=["claim", "commitment"], name="billed_once_per_claim"),
+        ]
+
+
+class ClaimEvent(models.Model):
+    """The claim's history: who did what, when, why, and what the claim looked like then."""
+
+    claim = models.ForeignKey(Claim, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField()
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, related_name="+"
+    )
+    old_status = models.CharField(max_length=20, blank=True)
+    new_status = models.CharField(max_length=20)
+    reason = models.TextField(blank=True)
+    snapshot = models.JSONField(default=dict)
+
+    class Meta:
+        ordering = ["claim", "at", "id"]

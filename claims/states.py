@@ -1,0 +1,94 @@
+"""Claim states and the one function allowed to move a claim between them.
+
+Nothing else writes ``Claim.status``: not views, not tasks, not the admin. A transition is a
+compare-and-set (the row moves only from the state we read), recorded as one ``ClaimEvent`` with
+who, why and a snapshot, in the same transaction.
+"""
+
+from __future__ import annotations
+
+from django.db import models, transaction
+from django.utils import timezone
+
+
+class ClaimStatus(models.TextChoices):
+    RECEIVED = "received", "received"
+    VERIFYING = "verifying", "verifying"
+    VERIFIED = "verified", "verified"
+    NEEDS_REVIEW = "needs_review", "needs review"
+    REJECTED = "rejected", "rejected"
+    INFO_REQUESTED = "info_requested", "information requested"
+    APPROVED = "approved", "approved"
+    DENIED = "denied", "denied"
+    PAID = "paid", "paid"
+    SUPERSEDED = "superseded", "superseded by a correction"
+    VOIDED = "voided", "voided"
+
+
+S = ClaimStatus
+TRANSITIONS: dict[str, frozenset[str]] = {
+    S.RECEIVED: frozenset({S.VERIFYING, S.SUPERSEDED, S.VOIDED}),
+    # Verification may wait (checkpoint not final yet) and run again: verifying -> verifying.
+    S.VERIFYING: frozenset({S.VERIFYING, S.VERIFIED, S.NEEDS_REVIEW, S.REJECTED}),
+    S.VERIFIED: frozenset(
+        {
+            S.APPROVED,
+            S.DENIED,
+            S.INFO_REQUESTED,
+            S.VERIFYING,
+            S.SUPERSEDED,
+            S.VOIDED,
+            S.NEEDS_REVIEW,
+        }
+    ),
+    S.NEEDS_REVIEW: frozenset(
+        {S.APPROVED, S.DENIED, S.INFO_REQUESTED, S.VERIFYING, S.SUPERSEDED, S.VOIDED}
+    ),
+    S.INFO_REQUESTED: frozenset({S.NEEDS_REVIEW, S.VERIFYING, S.DENIED, S.SUPERSEDED, S.VOIDED}),
+    S.REJECTED: frozenset({S.VERIFYING, S.SUPERSEDED, S.VOIDED}),
+    S.APPROVED: frozenset({S.PAID}),
+    S.DENIED: frozenset(),
+    S.PAID: frozenset(),
+    S.SUPERSEDED: frozenset(),
+    S.VOIDED: frozenset(),
+}
+# States in which a claim still bills its procedures (the double-billing index covers these).
+LIVE = frozenset(set(S) - {S.REJECTED, S.DENIED, S.SUPERSEDED, S.VOIDED})
+FINAL = frozenset(s for s, nxt in TRANSITIONS.items() if not nxt)
+
+
+class InvalidTransition(Exception):
+    def __init__(self, old: str, new: str):
+        super().__init__(f"a claim cannot go from {old} to {new}")
+        self.old, self.new = old, new
+
+
+class ConcurrentTransition(Exception):
+    """Someone else moved the claim first; nothing was changed."""
+
+
+def claim_transition(*, claim, to: str, actor=None, reason: str = "", snapshot: dict | None = None):
+    """Move ``claim`` to ``to`` if the table allows it and nobody moved it since it was read."""
+    from claims.models import BilledAnchor, Claim, ClaimEvent
+
+    old = claim.status
+    if to not in TRANSITIONS.get(old, frozenset()):
+        raise InvalidTransition(old, to)
+    now = timezone.now()
+    with transaction.atomic():
+        moved = Claim.objects.filter(pk=claim.pk, status=old).update(status=to, updated_at=now)
+        if moved != 1:
+            raise ConcurrentTransition(f"claim {claim.pk} is no longer {old}")
+        if old in LIVE and to not in LIVE:
+            BilledAnchor.objects.filter(claim_id=claim.pk).update(live=False)
+        ClaimEvent.objects.create(
+            claim_id=claim.pk,
+            at=now,
+            actor=actor,
+            old_status=old,
+            new_status=to,
+            reason=reason,
+            snapshot=snapshot or {},
+        )
+    claim.status, claim.updated_at = to, now
+    return claim
