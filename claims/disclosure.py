@@ -52,6 +52,10 @@ class DisclosureError(ValueError):
     """The submission is not a well-formed signed claim Bundle with valid disclosures."""
 
 
+class NotJson(DisclosureError):
+    """The body is not UTF-8 JSON at all (an HTTP 400, where other refusals are 422)."""
+
+
 @dataclass(frozen=True, slots=True)
 class Disclosed:
     """One billed Procedure with its disclosed anchor and the commitment it must match."""
@@ -121,7 +125,7 @@ def canonical_payload(body: bytes) -> tuple[dict[str, Any], bytes]:
     try:
         text = bytes(body).decode("utf-8")
     except UnicodeDecodeError:
-        raise DisclosureError("the body is not UTF-8") from None
+        raise NotJson("the body is not UTF-8") from None
     try:
         obj = json.loads(text, object_pairs_hook=_unique_members, parse_constant=_no_constant)
     except DisclosureError:
@@ -129,7 +133,7 @@ def canonical_payload(body: bytes) -> tuple[dict[str, Any], bytes]:
     except RecursionError:
         raise DisclosureError(f"the JSON nests deeper than {MAX_DEPTH} levels") from None
     except ValueError as exc:
-        raise DisclosureError(f"the body is not JSON: {exc}") from None
+        raise NotJson(f"the body is not JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise DisclosureError("the body must be a JSON object (a FHIR Bundle)")
     _check_depth(obj)

@@ -4,6 +4,7 @@ the project runs on embedded defaults under var/ (SQLite, Celery's filesystem br
 
 import secrets
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 
 import environ
@@ -41,6 +42,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "drf_spectacular",
     "django_htmx",
     "ledger",
@@ -123,6 +125,7 @@ X_FRAME_OPTIONS = "DENY"
 REST_FRAMEWORK = {
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
@@ -174,7 +177,6 @@ LEDGER_QUORUM = env.int("LEDGER_QUORUM", default=2)
 LEDGER_SEAL_INTERVAL_S = env.float("LEDGER_SEAL_INTERVAL_S", default=5.0)
 LEDGER_SEAL_BATCH = env.int("LEDGER_SEAL_BATCH", default=100_000)
 LEDGER_ANCHOR_MAX_BYTES = env.int("LEDGER_ANCHOR_MAX_BYTES", default=2048)
-CLAIMS_MAX_BYTES = env.int("CLAIMS_MAX_BYTES", default=1_048_576)
 LEDGER_TILE_CACHE_MB = env.int("LEDGER_TILE_CACHE_MB", default=64)  # proof tile cache; 0 = off
 LEDGER_ANCHOR_BATCH_MAX = env.int("LEDGER_ANCHOR_BATCH_MAX", default=1000)
 LEDGER_ANCHOR_MAX_SKEW = timedelta(seconds=env.int("LEDGER_ANCHOR_MAX_SKEW_S", default=300))
@@ -192,6 +194,14 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(days=1),
     },
 }
+
+# --- claims ------------------------------------------------------------------------------------
+CLAIMS_MAX_BYTES = env.int("CLAIMS_MAX_BYTES", default=1_048_576)
+# Business rules that flag a claim for review (never reject it).
+CLAIMS_REVIEW_ABOVE = Decimal(env("CLAIMS_REVIEW_ABOVE", default="5000.00"))
+CLAIMS_FEE_TOLERANCE = Decimal(env("CLAIMS_FEE_TOLERANCE", default="0.10"))  # 10 % over schedule
+# Verification waiting for a final checkpoint retries with backoff up to this long.
+CLAIMS_VERIFY_WAIT_MAX_S = env.int("CLAIMS_VERIFY_WAIT_MAX_S", default=3600)
 
 LOGGING = {
     "version": 1,

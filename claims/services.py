@@ -1,0 +1,211 @@
+"""Every write on the claims side: provider keys, and claim intake.
+
+Intake does only the cheap checks (size, JSON, FHIR shape, known provider and key, idempotency);
+the Celery task does the real verification. The claim row is committed before the task is queued.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from claims import disclosure, fhir_validation, jws, money
+from claims.models import Claim, ClaimEvent, ClaimItem, Provider, ProviderKey
+from claims.states import ClaimStatus
+from config.errors import Conflict, DomainError, NotFound, TooLarge, Unprocessable
+
+
+class FhirRefusal(DomainError):
+    """422 whose body is a FHIR OperationOutcome naming the bad elements."""
+
+    status_code = 422
+    code = "invalid_fhir"
+
+    def __init__(self, outcome: dict):
+        first = next(iter(outcome.get("issue", [])), {})
+        super().__init__(first.get("diagnostics", "the Bundle is not valid FHIR R4"))
+        self.outcome = outcome
+
+
+class BadJson(DomainError):
+    status_code = 400
+    code = "invalid_json"
+
+
+# --- provider keys -----------------------------------------------------------------------------
+
+
+def provider_key_register(
+    *,
+    provider: Provider,
+    public_jwk: dict,
+    not_before: datetime | None = None,
+    not_after: datetime | None = None,
+) -> ProviderKey:
+    """Register a provider's Ed25519 public JWK; its kid is the RFC 7638 thumbprint unless the
+    JWK names one. Registering the same key again answers the existing row."""
+    try:
+        key = jws.public_jwk_parse(public_jwk)
+    except jws.JwsError as exc:
+        raise Unprocessable(str(exc), code="bad_jwk") from exc
+    kid = public_jwk.get("kid") or jws.thumbprint(public_jwk)
+    clean = {"kty": "OKP", "crv": "Ed25519", "x": public_jwk["x"], "kid": kid}
+    existing = ProviderKey.objects.filter(kid=kid).first()
+    if existing is not None:
+        if existing.provider_id != provider.pk or existing.public_jwk.get("x") != clean["x"]:
+            raise Conflict(f"the key id {kid!r} is taken", code="kid_taken")
+        return existing
+    del key
+    not_before = not_before or timezone.now()
+    if not_after is not None and not_after <= not_before:
+        raise Unprocessable("not_after must be later than not_before", code="bad_window")
+    try:
+        with transaction.atomic():
+            return ProviderKey.objects.create(
+                provider=provider,
+                kid=kid,
+                public_jwk=clean,
+                not_before=not_before,
+                not_after=not_after,
+            )
+    except IntegrityError as exc:
+        raise Conflict(f"the key id {kid!r} is taken", code="kid_taken") from exc
+
+
+def provider_key_revoke(
+    *, key: ProviderKey, at: datetime | None = None, reason: str
+) -> ProviderKey:
+    """Revoke a key from ``at`` on: signatures made before stay valid, later ones do not."""
+    if not reason.strip():
+        raise Unprocessable("a revocation needs a reason", code="reason_required")
+    if key.revoked_at is not None:
+        raise Conflict(f"key {key.kid} was already revoked at {key.revoked_at}", code="revoked")
+    key.revoked_at = at or timezone.now()
+    key.revocation_reason = reason.strip()
+    key.save(update_fields=["revoked_at", "revocation_reason"])
+    return key
+
+
+# --- intake --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Submission:
+    claim: Claim
+    created: bool
+
+
+def claim_submit(*, provider: Provider, user, body: bytes, idempotency_key: str) -> Submission:
+    """Record a signed claim Bundle and queue its verification; the same key and body again
+    answers the first claim, the same key with another body is a conflict."""
+    if len(body) > settings.CLAIMS_MAX_BYTES:
+        raise TooLarge(f"a claim is at most {settings.CLAIMS_MAX_BYTES} bytes", code="too_large")
+    key = idempotency_key.strip()
+    if not key or len(key) > 200:
+        raise Unprocessable(
+            "send an Idempotency-Key header (1 to 200 characters)", code="idempotency_key"
+        )
+    body_sha256 = hashlib.sha256(body).digest()
+    if (earlier := _same_key(provider, key, body_sha256)) is not None:
+        return Submission(earlier, created=False)
+
+    try:
+        bundle, signed_payload = disclosure.canonical_payload(body)
+        exact = money.loads(body)  # amounts as exact Decimals, as sent
+    except disclosure.NotJson as exc:
+        raise BadJson(str(exc)) from exc
+    except (disclosure.DisclosureError, ValueError) as exc:
+        raise Unprocessable(str(exc), code="bad_bundle") from exc
+    try:
+        validated = fhir_validation.validate_bundle(exact)
+    except fhir_validation.FhirInvalid as exc:
+        raise FhirRefusal(exc.outcome) from exc
+    try:
+        detached = jws.parse_detached(disclosure.signature_jws(bundle))
+        disclosure.disclosed_procedures(bundle)
+    except (jws.JwsError, disclosure.DisclosureError) as exc:
+        raise Unprocessable(str(exc), code="bad_signature_format") from exc
+    signing_key = ProviderKey.objects.filter(kid=detached.kid).first()
+    if signing_key is None or signing_key.provider_id != provider.pk:
+        raise Unprocessable(
+            f"{provider.name} has no signing key {detached.kid!r}", code="unknown_key"
+        )
+    total = validated.total
+    items = validated.items
+
+    now = timezone.now()
+    try:
+        with transaction.atomic():
+            claim = Claim.objects.create(
+                provider=provider,
+                submitted_by=user,
+                idempotency_key=key,
+                body_sha256=body_sha256,
+                body=body,
+                signed_payload=signed_payload,
+                kid=detached.kid,
+                use=validated.use,
+                total=total.value if total else None,
+                currency=total.currency if total else _currency(items),
+                created_at=now,
+                updated_at=now,
+            )
+            ClaimItem.objects.bulk_create(
+                ClaimItem(
+                    claim=claim,
+                    sequence=item.sequence,
+                    product_code=item.code or "",
+                    submitted=item.net.value if item.net else Decimal("0.00"),
+                )
+                for item in items
+            )
+            ClaimEvent.objects.create(
+                claim=claim,
+                at=now,
+                actor=user,
+                new_status=ClaimStatus.RECEIVED,
+                reason="submitted",
+                snapshot={"idempotency_key": key, "kid": detached.kid, "total": str(total)},
+            )
+            transaction.on_commit(lambda: _enqueue(claim.pk))
+    except IntegrityError:
+        # Two requests with one Idempotency-Key raced: the first one's claim is the answer.
+        if (earlier := _same_key(provider, key, body_sha256)) is not None:
+            return Submission(earlier, created=False)
+        raise
+    return Submission(claim, created=True)
+
+
+def _currency(items) -> str:
+    return next((item.net.currency for item in items if item.net), "")
+
+
+def _same_key(provider: Provider, key: str, body_sha256: bytes) -> Claim | None:
+    earlier = Claim.objects.filter(provider=provider, idempotency_key=key).first()
+    if earlier is None:
+        return None
+    if bytes(earlier.body_sha256) != body_sha256:
+        raise Conflict(
+            "this Idempotency-Key was used for another body", code="idempotency_conflict"
+        )
+    return earlier
+
+
+def _enqueue(claim_id: int) -> None:
+    from claims.tasks import claim_verify_task
+
+    claim_verify_task.delay(claim_id)
+
+
+def claim_get_for_provider(*, provider: Provider, public_id: str) -> Claim:
+    """A provider's own claim; anyone else's is 404, never 403."""
+    claim = Claim.objects.filter(provider=provider, public_id=public_id).first()
+    if claim is None:
+        raise NotFound("no such claim", code="unknown_claim")
+    return claim
