@@ -7,6 +7,7 @@ the Celery task does the real verification. The claim row is committed before th
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -18,7 +19,9 @@ from django.utils import timezone
 from claims import disclosure, fhir_validation, jws, money
 from claims.models import Claim, ClaimEvent, ClaimItem, Provider, ProviderKey
 from claims.states import ClaimStatus
-from config.errors import Conflict, DomainError, NotFound, TooLarge, Unprocessable
+from config.errors import Conflict, DomainError, TooLarge, Unprocessable
+
+log = logging.getLogger(__name__)
 
 
 class FhirRefusal(DomainError):
@@ -47,9 +50,9 @@ def provider_key_register(
     public_jwk: dict,
     not_before: datetime | None = None,
     not_after: datetime | None = None,
-) -> ProviderKey:
+) -> tuple[ProviderKey, bool]:
     """Register a provider's Ed25519 public JWK; its kid is the RFC 7638 thumbprint unless the
-    JWK names one. Registering the same key again answers the existing row."""
+    JWK names one. Registering the same key again answers the existing row (created False)."""
     try:
         key = jws.public_jwk_parse(public_jwk)
     except jws.JwsError as exc:
@@ -60,20 +63,21 @@ def provider_key_register(
     if existing is not None:
         if existing.provider_id != provider.pk or existing.public_jwk.get("x") != clean["x"]:
             raise Conflict(f"the key id {kid!r} is taken", code="kid_taken")
-        return existing
+        return existing, False
     del key
     not_before = not_before or timezone.now()
     if not_after is not None and not_after <= not_before:
         raise Unprocessable("not_after must be later than not_before", code="bad_window")
     try:
         with transaction.atomic():
-            return ProviderKey.objects.create(
+            key = ProviderKey.objects.create(
                 provider=provider,
                 kid=kid,
                 public_jwk=clean,
                 not_before=not_before,
                 not_after=not_after,
             )
+        return key, True
     except IntegrityError as exc:
         raise Conflict(f"the key id {kid!r} is taken", code="kid_taken") from exc
 
@@ -123,14 +127,14 @@ def claim_submit(*, provider: Provider, user, body: bytes, idempotency_key: str)
     except (disclosure.DisclosureError, ValueError) as exc:
         raise Unprocessable(str(exc), code="bad_bundle") from exc
     try:
-        validated = fhir_validation.validate_bundle(exact)
-    except fhir_validation.FhirInvalid as exc:
-        raise FhirRefusal(exc.outcome) from exc
-    try:
         detached = jws.parse_detached(disclosure.signature_jws(bundle))
         disclosure.disclosed_procedures(bundle)
     except (jws.JwsError, disclosure.DisclosureError) as exc:
         raise Unprocessable(str(exc), code="bad_signature_format") from exc
+    try:
+        validated = fhir_validation.validate_bundle(exact)
+    except fhir_validation.FhirInvalid as exc:
+        raise FhirRefusal(exc.outcome) from exc
     signing_key = ProviderKey.objects.filter(kid=detached.kid).first()
     if signing_key is None or signing_key.provider_id != provider.pk:
         raise Unprocessable(
@@ -198,14 +202,11 @@ def _same_key(provider: Provider, key: str, body_sha256: bytes) -> Claim | None:
 
 
 def _enqueue(claim_id: int) -> None:
+    """Queue verification. The claim is already committed: if the broker is unreachable now, the
+    sweeper (claims_sweep_task) queues it later, and the provider still gets its 202."""
     from claims.tasks import claim_verify_task
 
-    claim_verify_task.delay(claim_id)
-
-
-def claim_get_for_provider(*, provider: Provider, public_id: str) -> Claim:
-    """A provider's own claim; anyone else's is 404, never 403."""
-    claim = Claim.objects.filter(provider=provider, public_id=public_id).first()
-    if claim is None:
-        raise NotFound("no such claim", code="unknown_claim")
-    return claim
+    try:
+        claim_verify_task.delay(claim_id)
+    except Exception:  # any broker failure: the database is the to-do list
+        log.warning("could not queue verification of claim %s; the sweeper will", claim_id)

@@ -9,6 +9,7 @@ urlpatterns = [
     path("", RedirectView.as_view(pattern_name="ledger:page", permanent=False)),
     path("admin/", admin.site.urls),
     path("api/v1/", include("ledger.api_urls")),
+    path("api/v1/", include("claims.urls")),
     path("api/v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("ledger/", include("ledger.urls")),

@@ -1,0 +1,207 @@
+"""The providers' REST API: submit claims, follow them, read the ClaimResponse, manage keys."""
+
+from __future__ import annotations
+
+import json
+import re
+from decimal import Decimal
+
+from django.conf import settings
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers
+from rest_framework.permissions import IsAuthenticated
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from claims import selectors, services
+from claims.claim_response import claim_response
+from claims.models import Claim
+from config.errors import TooLarge, Unprocessable
+
+FHIR_JSON = "application/fhir+json"
+_DECIMAL = re.compile(r'"\\u0000dec:([-0-9.eE+]+)"')
+
+
+def fhir_response(resource: dict, status: int = 200) -> HttpResponse:
+    """FHIR JSON with decimals written exactly as stored (``105.00`` stays ``105.00``)."""
+
+    def exact(value):
+        if isinstance(value, Decimal):
+            return f"\0dec:{value}"
+        raise TypeError(f"{type(value).__name__} is not JSON")
+
+    text = _DECIMAL.sub(r"\1", json.dumps(resource, default=exact, ensure_ascii=False))
+    return HttpResponse(text.encode(), status=status, content_type=FHIR_JSON)
+
+
+class CheckOutput(serializers.Serializer):
+    name = serializers.CharField()
+    outcome = serializers.CharField()
+    sentence = serializers.CharField()
+    evidence = serializers.JSONField()
+    checked_at = serializers.DateTimeField()
+
+
+class ItemOutput(serializers.Serializer):
+    sequence = serializers.IntegerField()
+    product_code = serializers.CharField()
+    submitted = serializers.DecimalField(max_digits=14, decimal_places=2)
+    eligible = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
+    benefit = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
+    adjudication = serializers.CharField()
+    reason_code = serializers.CharField()
+
+
+class ClaimOutput(serializers.Serializer):
+    id = serializers.UUIDField(source="public_id")
+    status = serializers.CharField()
+    verdict = serializers.CharField()
+    use = serializers.CharField()
+    total = serializers.DecimalField(max_digits=14, decimal_places=2, allow_null=True)
+    currency = serializers.CharField()
+    kid = serializers.CharField()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+    url = serializers.SerializerMethodField()
+    claim_response_url = serializers.SerializerMethodField()
+    items = ItemOutput(many=True, source="items.all")
+    checks = serializers.SerializerMethodField()
+
+    def get_url(self, claim: Claim) -> str:
+        return f"/api/v1/claims/{claim.public_id}"
+
+    def get_claim_response_url(self, claim: Claim) -> str:
+        return f"/api/v1/claims/{claim.public_id}/ClaimResponse"
+
+    def get_checks(self, claim: Claim) -> list[dict]:
+        return CheckOutput(selectors.claim_latest_checks(claim), many=True).data
+
+
+class ClaimsApi(APIView):
+    """Submit a signed claim Bundle (docs/claim-format.md); list your claims."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(
+        request={FHIR_JSON: OpenApiTypes.OBJECT, "application/json": OpenApiTypes.OBJECT},
+        parameters=[OpenApiParameter("Idempotency-Key", str, OpenApiParameter.HEADER, True)],
+        responses={
+            202: ClaimOutput,
+            400: OpenApiResponse(description="Not JSON."),
+            409: OpenApiResponse(description="Idempotency-Key reused with another body."),
+            413: OpenApiResponse(description="Larger than CLAIMS_MAX_BYTES."),
+            422: OpenApiResponse(description="A FHIR OperationOutcome, or a JSON error."),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        provider = selectors.provider_for_user(request.user)
+        limit = settings.CLAIMS_MAX_BYTES
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit:
+            raise TooLarge(f"a claim is at most {limit} bytes", code="too_large")
+        content_type = request.content_type.split(";")[0].strip()
+        if content_type not in (FHIR_JSON, "application/json"):
+            raise Unprocessable(f"send the Bundle as {FHIR_JSON}", code="unsupported_media_type")
+        try:
+            submission = services.claim_submit(
+                provider=provider,
+                user=request.user,
+                body=request.body,
+                idempotency_key=request.headers.get("Idempotency-Key", ""),
+            )
+        except services.FhirRefusal as exc:
+            return fhir_response(exc.outcome, status=422)
+        body = ClaimOutput(submission.claim).data
+        return Response(body, status=202, headers={"Location": body["url"]})
+
+    @extend_schema(responses=ClaimOutput(many=True))
+    def get(self, request: Request) -> Response:
+        provider = selectors.provider_for_user(request.user)
+        claims = selectors.claims_for_provider(provider)[:100]
+        return Response(ClaimOutput(claims, many=True).data)
+
+
+class ClaimApi(APIView):
+    """A claim's status, verdict and every check of its latest verification."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=ClaimOutput)
+    def get(self, request: Request, public_id: str) -> Response:
+        provider = selectors.provider_for_user(request.user)
+        claim = selectors.claim_for_provider(provider=provider, public_id=public_id)
+        return Response(ClaimOutput(claim).data)
+
+
+class ClaimResponseApi(APIView):
+    """The insurer's answer as a FHIR R4 ClaimResponse (``application/fhir+json``)."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses={(200, FHIR_JSON): OpenApiTypes.OBJECT})
+    def get(self, request: Request, public_id: str) -> HttpResponse:
+        provider = selectors.provider_for_user(request.user)
+        claim = selectors.claim_for_provider(provider=provider, public_id=public_id)
+        return fhir_response(claim_response(claim))
+
+
+class KeyOutput(serializers.Serializer):
+    kid = serializers.CharField()
+    public_jwk = serializers.JSONField()
+    not_before = serializers.DateTimeField()
+    not_after = serializers.DateTimeField(allow_null=True)
+    revoked_at = serializers.DateTimeField(allow_null=True)
+    revocation_reason = serializers.CharField()
+
+
+class KeyInput(serializers.Serializer):
+    public_jwk = serializers.JSONField()
+    not_before = serializers.DateTimeField(required=False)
+    not_after = serializers.DateTimeField(required=False, allow_null=True)
+
+
+class RevokeInput(serializers.Serializer):
+    reason = serializers.CharField(max_length=200)
+    at = serializers.DateTimeField(required=False)
+
+
+class ProviderKeysApi(APIView):
+    """A provider's signing keys (public JWKs): list and register. Your own provider only."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(responses=KeyOutput(many=True))
+    def get(self, request: Request, provider_id: int) -> Response:
+        provider = selectors.own_provider(request.user, provider_id)
+        return Response(KeyOutput(provider.keys.all(), many=True).data)
+
+    @extend_schema(request=KeyInput, responses={201: KeyOutput, 200: KeyOutput})
+    def post(self, request: Request, provider_id: int) -> Response:
+        provider = selectors.own_provider(request.user, provider_id)
+        data = KeyInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        if not isinstance(data.validated_data["public_jwk"], dict):
+            raise Unprocessable("public_jwk must be a JSON object (a JWK)", code="bad_jwk")
+        key, created = services.provider_key_register(provider=provider, **data.validated_data)
+        return Response(KeyOutput(key).data, status=201 if created else 200)
+
+
+class ProviderKeyRevokeApi(APIView):
+    """Revoke a key: signatures on claims received before the revocation time stay valid."""
+
+    permission_classes = [IsAuthenticated]
+
+    @extend_schema(request=RevokeInput, responses=KeyOutput)
+    def post(self, request: Request, provider_id: int, kid: str) -> Response:
+        provider = selectors.own_provider(request.user, provider_id)
+        key = selectors.provider_key(provider, kid)
+        data = RevokeInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        key = services.provider_key_revoke(key=key, **data.validated_data)
+        return Response(KeyOutput(key).data)
