@@ -29,9 +29,14 @@ run: demo
 	$(PY) scripts/serve.py
 
 ## The whole test suite, against the machine's PostgreSQL and Redis (REQUIRE_SERVICES=1 makes
-## their absence a failure). pytest exits 5 when it collected no test: that fails too.
+## their absence a failure), then the API paths again on SQLite, the embedded default of
+## `make run`. pytest exits 5 when it collected no test: that fails too.
+SQLITE_TESTS := tests/ledger/test_api.py tests/ledger/test_sealing.py \
+	tests/ledger/test_anchor_batch.py tests/ledger/test_audit.py tests/ledger/test_ledger_views.py \
+	tests/claims/test_intake_api.py tests/claims/test_provider_keys.py
 test: venv
 	$(PY) -m pytest
+	TEST_DB=sqlite $(PY) -m pytest -q -p no:cacheprovider $(SQLITE_TESTS)
 
 bench: venv
 	$(PY) bench/run.py $(BENCH_ARGS)

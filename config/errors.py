@@ -78,5 +78,13 @@ def json_404(request, exception=None) -> JsonResponse:
     return JsonResponse(error_body("not_found", "No such resource."), status=404)
 
 
+def json_400(request, exception=None) -> JsonResponse:
+    return JsonResponse(error_body("bad_request", "The request is malformed."), status=400)
+
+
+def json_403(request, exception=None) -> JsonResponse:
+    return JsonResponse(error_body("forbidden", "Not allowed."), status=403)
+
+
 def json_500(request) -> JsonResponse:
     return JsonResponse(error_body("server_error", "Internal error."), status=500)

@@ -3,7 +3,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config.errors import json_404, json_500
+from config.errors import json_400, json_403, json_404, json_500
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="ledger:page", permanent=False)),
@@ -15,5 +15,7 @@ urlpatterns = [
     path("ledger/", include("ledger.urls")),
 ]
 
+handler400 = json_400
+handler403 = json_403
 handler404 = json_404
 handler500 = json_500

@@ -5,10 +5,18 @@ from ledger.models import Checkpoint, Cosignature, Leaf, Member, MemberKey
 
 
 class MemberKeyInline(admin.TabularInline):
+    """Shown here; added and revoked on the member key page. Keys are never edited or deleted,
+    so that every old signature stays checkable."""
+
     model = MemberKey
     extra = 0
-    fields = ["purpose", "verifier_key", "key_id", "created_at", "revoked_at", "revocation_reason"]
-    readonly_fields = ["key_id", "created_at"]
+    fields = ["purpose", "key_id", "verifier_key", "created_at", "revoked_at", "revocation_reason"]
+    readonly_fields = fields
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(Member)
@@ -23,8 +31,15 @@ class MemberKeyAdmin(admin.ModelAdmin):
     list_display = ["member", "purpose", "key_id", "created_at", "revoked_at"]
     list_filter = ["purpose", "revoked_at"]
     search_fields = ["member__name", "key_id", "verifier_key"]
-    readonly_fields = ["key_id", "created_at"]
     actions = ["revoke"]
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return ["key_id", "created_at", "revoked_at"]
+        return ["member", "purpose", "verifier_key", "key_id", "created_at", "revoked_at"]
+
+    def has_delete_permission(self, request, obj=None):
+        return False
 
     @admin.action(description="Revoke the selected keys now")
     def revoke(self, request, queryset):

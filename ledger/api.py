@@ -102,15 +102,20 @@ class AnchorsApi(APIView):
     def _batch(self, request: Request) -> Response:
         most = settings.LEDGER_ANCHOR_BATCH_MAX
         _limit_body(request, most * (settings.LEDGER_ANCHOR_MAX_BYTES + 1), "a batch")
-        lines = [line for line in request.body.split(b"\n") if line.strip()]
-        if not lines:
+        # Results carry the physical line number; a CRLF line ending is a line ending.
+        numbered = [
+            (number, line.removesuffix(b"\r"))
+            for number, line in enumerate(request.body.split(b"\n"), start=1)
+            if line.strip()
+        ]
+        if not numbered:
             raise Unprocessable("the batch has no statement", code="empty_batch")
-        if len(lines) > most:
+        if len(numbered) > most:
             raise TooLarge(f"a batch has at most {most} statements", code="batch_too_large")
-        results = services.anchor_append_many(datas=lines)
+        results = services.anchor_append_many(datas=[line for _, line in numbered])
         sealed = services.sealed_size()
         out = []
-        for line, result in enumerate(results, start=1):
+        for (line, _), result in zip(numbered, results, strict=True):
             if isinstance(result, DomainError):
                 out.append(
                     {

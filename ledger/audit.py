@@ -14,7 +14,7 @@ from django.conf import settings
 
 from ledger import anchor, keys, merkle, note, proofs
 from ledger.checkpoint import Checkpoint as CheckpointBody
-from ledger.models import Checkpoint, Cosignature, Leaf, MemberKey, TreeNode
+from ledger.models import Checkpoint, Cosignature, Leaf, MemberKey, TreeNode, WitnessState
 
 CHUNK = 10_000
 
@@ -74,7 +74,8 @@ def _check_level(
 ) -> Iterator[tuple[int, bytes]]:
     """Yield stored level ``level`` nodes, each checked against its two stored children."""
     stored = (
-        TreeNode.objects.filter(level=level)
+        # Bounded by the size read at the start: a seal committing meanwhile changes nothing here.
+        TreeNode.objects.filter(level=level, index__lt=size >> level)
         .order_by("index")
         .values_list("index", "hash")
         .iterator(chunk_size=CHUNK)
@@ -113,7 +114,24 @@ def ledger_audit() -> AuditReport:
         report.problem(f"the checkpoint says {size} leaves; only {report.leaves} are stored")
     if report.ok:
         _check_checkpoints(report)
+        _check_witnesses(report, size)
     return report
+
+
+def _check_witnesses(report: AuditReport, size: int) -> None:
+    """A log cut back after witnesses cosigned more is caught: each witness hosted here remembers
+    the largest tree it cosigned, and the log must still hold that tree."""
+    for state in WitnessState.objects.filter(origin=settings.LEDGER_ORIGIN):
+        if state.size > size:
+            report.problem(
+                f"witness {state.witness} cosigned a tree of {state.size} leaves; "
+                f"the log now ends at {size}"
+            )
+        elif state.size and proofs.root_at(state.size, sealed_size=size) != bytes(state.root_hash):
+            report.problem(
+                f"witness {state.witness} cosigned another tree of size {state.size} than the "
+                "log holds"
+            )
 
 
 def _check_checkpoints(report: AuditReport) -> None:

@@ -265,7 +265,8 @@ def signed_roots(sizes: Iterable[int], leaf_index: int | None = None) -> Signed:
         ]
         if leaf_index is not None:
             rows += [
-                (-1, h) for h in Leaf.objects.filter(index=leaf_index).values_list("leaf_hash")
+                (-1, h)
+                for h in Leaf.objects.filter(index=leaf_index).values_list("leaf_hash", flat=True)
             ]
     roots = {size: bytes(h) for size, h in rows if size >= 0}
     leaf = next((bytes(h) for size, h in rows if size < 0), None)

@@ -10,6 +10,7 @@ from datetime import datetime
 import psycopg
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
 from config.errors import Conflict, DomainError, TooLarge, Unprocessable
@@ -247,7 +248,10 @@ def _appended_leaf(checked: _Checked, index: int, now: datetime) -> AnchoredLeaf
 def anchor_append(*, data: bytes, now: datetime | None = None) -> AnchorResult:
     """Check a signed procedure anchor and append it; the same anchor again answers its leaf."""
     now = now or timezone.now()
-    checked = _check(data, now)
+    return _append_one(_check(data, now), now)
+
+
+def _append_one(checked: _Checked, now: datetime) -> AnchorResult:
     for _attempt in range(3):
         try:
             [index] = _insert([checked], now)
@@ -299,7 +303,13 @@ def anchor_append_many(
             results[position] = AnchorResult(_appended_leaf(checked, index, now), created=True)
         break
     else:
-        raise RuntimeError("the batch kept colliding with concurrent appends")
+        # Batches overlapping again and again: append what is left one by one (each settles
+        # its own race), rather than failing the whole batch.
+        for position, checked in fresh.values():
+            try:
+                results[position] = _append_one(checked, now)
+            except DomainError as exc:
+                results[position] = exc
     for position, result in enumerate(results):
         if result is None:  # a repeat within the batch of a statement appended just now
             results[position] = _existing_or_error(_check(datas[position], now, known_keys))
@@ -455,6 +465,8 @@ def checkpoint_cosign(*, checkpoint: Checkpoint) -> dict[str, str]:
             timestamps = note.verify_cosignature(
                 note.add_signatures(checkpoint.note, [line]), [member_key.verifier_key]
             )
+            if name not in timestamps:
+                raise note.NoteError(f"the cosignature is not by {name}")
         except (witness.WitnessRefusal, WitnessUnavailable, note.NoteError, proofs.SizeError) as e:
             log.warning("witness %s did not cosign checkpoint %s: %s", name, checkpoint.size, e)
             outcomes[name] = f"refused: {e}"
@@ -494,7 +506,12 @@ def checkpoint_cosigners(checkpoint: Checkpoint) -> list[Cosignature]:
 
 
 def checkpoint_is_final(checkpoint: Checkpoint) -> bool:
-    return checkpoint.cosignatures.count() >= settings.LEDGER_QUORUM
+    """Cosigned by at least LEDGER_QUORUM configured witnesses. A cosignature counts if its key
+    is live, or was revoked only after the cosignature arrived."""
+    counted = checkpoint.cosignatures.filter(
+        Q(key__revoked_at__isnull=True) | Q(key__revoked_at__gt=F("received_at"))
+    )
+    return counted.count() >= settings.LEDGER_QUORUM
 
 
 def checkpoint_text(checkpoint: Checkpoint) -> str:

@@ -25,6 +25,8 @@ REQUIRE = os.environ.get("REQUIRE_SERVICES") == "1"
 PG_URL = os.environ.get("TEST_DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
+# `make test` runs a second pass with TEST_DB=sqlite: the database `make run` uses by default.
+FORCE_SQLITE = os.environ.get("TEST_DB") == "sqlite"
 
 SERVICES: dict[str, str | None] = {}  # name -> None when usable, else why not
 
@@ -62,10 +64,14 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.LEDGER_KEYS_DIR = var / "keys"
     settings.LEDGER_OPERATOR_KEY_FILE = var / "keys" / "operator.key"
 
-    SERVICES["postgres"] = _postgres_problem()
+    SERVICES["postgres"] = "not used: TEST_DB=sqlite" if FORCE_SQLITE else _postgres_problem()
     SERVICES["redis"] = _reachable(REDIS_URL, 6379)
     SERVICES["chromium"] = None if shutil.which(CHROMIUM) else f"{CHROMIUM} is not installed"
-    missing = {name: why for name, why in SERVICES.items() if why}
+    missing = {
+        name: why
+        for name, why in SERVICES.items()
+        if why and not (FORCE_SQLITE and name == "postgres")
+    }
     if REQUIRE and missing:
         raise pytest.UsageError(
             "REQUIRE_SERVICES=1 but these are missing: "
