@@ -63,3 +63,13 @@ def test_a_provider_key_is_revoked_from_the_admin(operator_client):
     assert response.status_code == 200
     kit.key.refresh_from_db()
     assert kit.key.revoked_at is not None
+
+
+def test_member_keys_are_never_deleted_or_rewritten_in_the_admin(operator_client):
+    f.ledger_node()
+    from ledger.models import MemberKey
+
+    key = MemberKey.objects.filter(purpose="cosign").first()
+    assert operator_client.get(f"/admin/ledger/memberkey/{key.pk}/delete/").status_code == 403
+    page = operator_client.get(f"/admin/ledger/memberkey/{key.pk}/change/").content.decode()
+    assert 'name="verifier_key"' not in page  # shown, not editable

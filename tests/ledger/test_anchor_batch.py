@@ -61,3 +61,11 @@ def test_the_api_refuses_an_empty_or_oversized_batch(settings):
     assert response.status_code == 413
     assert response.json()["code"] == "batch_too_large"
     assert not Leaf.objects.exists()
+
+
+def test_results_carry_the_physical_line_and_crlf_endings_are_accepted():
+    init_ledger()
+    body = signed_anchor(1) + b"\r\n\r\n" + signed_anchor(2) + b"\r\n"
+    response = APIClient().post("/api/v1/anchors", data=body, content_type="application/x-ndjson")
+    results = response.json()["results"]
+    assert [(r["line"], r["status"]) for r in results] == [(1, 201), (3, 201)]

@@ -87,3 +87,19 @@ def test_audit_catches_a_swapped_leaf_statement(sealed_log):
     with pytest.raises(CommandError):
         call_command("ledger_audit", stdout=StringIO(), stderr=(err := StringIO()))
     assert "node (1, 0)" in err.getvalue()
+
+
+@pytest.mark.postgres
+def test_audit_catches_a_log_cut_back_below_what_witnesses_cosigned(sealed_log):
+    """Deleting the newest checkpoint, its nodes and leaves leaves a consistent-looking log, but
+    the witnesses remember the larger tree they cosigned."""
+    _tamper(
+        "DELETE FROM ledger_cosignature WHERE checkpoint_id = "
+        "(SELECT id FROM ledger_checkpoint WHERE size = 21)"
+    )
+    _tamper("DELETE FROM ledger_checkpoint WHERE size = 21")
+    _tamper('DELETE FROM ledger_treenode WHERE ("index" + 1) * power(2, level) > 14')
+    _tamper('DELETE FROM ledger_leaf WHERE "index" >= 14')
+    with pytest.raises(CommandError):
+        call_command("ledger_audit", stdout=StringIO(), stderr=(err := StringIO()))
+    assert "cosigned a tree of 21 leaves; the log now ends at 14" in err.getvalue()
