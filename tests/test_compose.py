@@ -28,6 +28,7 @@ def test_every_service_has_an_image_or_build_and_a_known_key_set():
         "volumes",
         "healthcheck",
         "restart",
+        "env_file",
     }
     for name, service in SERVICES.items():
         assert "image" in service or "build" in service, name
@@ -64,7 +65,14 @@ def test_secrets_come_from_the_environment_not_the_file():
     env = SERVICES["web"]["environment"]
     for var in ["SECRET_KEY", "LEDGER_OPERATOR_KEY"]:
         assert env[var].startswith("${") and ":?" in env[var], var
-    assert "PRIVATE+KEY" not in (ROOT / "compose.yaml").read_text()
+    lines = (ROOT / "compose.yaml").read_text().splitlines()
+    assert not any("PRIVATE+KEY" in line for line in lines if not line.lstrip().startswith("#"))
+
+
+def test_app_processes_share_the_keys_volume_and_the_optional_env_file():
+    for name in APP_SERVICES:
+        assert "appdata:/var/lib/claimproof" in SERVICES[name]["volumes"], name
+        assert SERVICES[name]["env_file"] == [{"path": "claimproof.env", "required": False}]
 
 
 def test_named_volumes_are_declared():
