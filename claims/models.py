@@ -102,6 +102,11 @@ class Claim(models.Model):
     )
     verdict = models.CharField(max_length=20, blank=True)
     verification_runs = models.PositiveIntegerField(default=0)
+    waiting_since = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="When this verification run started waiting for a final checkpoint.",
+    )
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
 
@@ -189,6 +194,27 @@ class BilledAnchor(models.Model):
             ),
             models.UniqueConstraint(fields=["claim", "commitment"], name="billed_once_per_claim"),
         ]
+
+
+class FeeScheduleEntry(models.Model):
+    """The most the insurer expects to be billed for one unit of a code (a business rule: a
+    higher unit price flags the claim for review, it never rejects it)."""
+
+    system = models.CharField(max_length=200)
+    code = models.CharField(max_length=100)
+    currency = models.CharField(max_length=3)
+    max_unit_price = models.DecimalField(max_digits=14, decimal_places=2)
+
+    class Meta:
+        ordering = ["system", "code"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["system", "code", "currency"], name="one_fee_per_code_and_currency"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.system}|{self.code} ≤ {self.max_unit_price} {self.currency}"
 
 
 class ClaimEvent(models.Model):

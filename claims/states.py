@@ -75,20 +75,23 @@ def claim_transition(*, claim, to: str, actor=None, reason: str = "", snapshot: 
     if to not in TRANSITIONS.get(old, frozenset()):
         raise InvalidTransition(old, to)
     now = timezone.now()
-    with transaction.atomic():
+    # savepoint=False saves two round trips inside a caller's transaction; nothing inside raises
+    # on the expected path, so a caller catching ConcurrentTransition keeps a usable transaction.
+    with transaction.atomic(savepoint=False):
         moved = Claim.objects.filter(pk=claim.pk, status=old).update(status=to, updated_at=now)
-        if moved != 1:
-            raise ConcurrentTransition(f"claim {claim.pk} is no longer {old}")
-        if old in LIVE and to not in LIVE:
-            BilledAnchor.objects.filter(claim_id=claim.pk).update(live=False)
-        ClaimEvent.objects.create(
-            claim_id=claim.pk,
-            at=now,
-            actor=actor,
-            old_status=old,
-            new_status=to,
-            reason=reason,
-            snapshot=snapshot or {},
-        )
+        if moved == 1:
+            if old in LIVE and to not in LIVE:
+                BilledAnchor.objects.filter(claim_id=claim.pk).update(live=False)
+            ClaimEvent.objects.create(
+                claim_id=claim.pk,
+                at=now,
+                actor=actor,
+                old_status=old,
+                new_status=to,
+                reason=reason,
+                snapshot=snapshot or {},
+            )
+    if moved != 1:
+        raise ConcurrentTransition(f"claim {claim.pk} is no longer {old}")
     claim.status, claim.updated_at = to, now
     return claim

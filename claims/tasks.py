@@ -1,11 +1,64 @@
-"""Celery entry points for claims: each calls one service."""
+"""Celery entry points for claims: each calls one service.
+
+Verification is idempotent (``claim_verify`` is a no-op unless the claim still waits for it), so
+``acks_late`` redelivery after a lost worker is safe. The database is the real to-do list:
+``claims_sweep_task`` (beat) re-queues claims whose task was lost.
+"""
 
 from __future__ import annotations
 
+import logging
+
 from celery import shared_task
+from django.conf import settings
+from django.db import InterfaceError, OperationalError
+from django.utils import timezone
+
+from claims.models import Claim
+from claims.states import ClaimStatus
+from claims.verification import claim_verify, claims_to_sweep
+
+log = logging.getLogger(__name__)
+
+
+def verify_backoff_s(retries: int, claim: Claim | None = None) -> float:
+    """2, 4, 8... seconds, capped by CLAIMS_VERIFY_BACKOFF_MAX_S and by what is left of the
+    claim's CLAIMS_VERIFY_WAIT_MAX_S (the last attempt lands on the deadline, not past it)."""
+    base = getattr(settings, "CLAIMS_VERIFY_BACKOFF_BASE_S", 2.0)
+    cap = getattr(settings, "CLAIMS_VERIFY_BACKOFF_MAX_S", 300.0)
+    countdown = min(base * 2 ** min(retries, 30), cap)
+    if claim is not None and claim.waiting_since is not None:
+        left = (
+            settings.CLAIMS_VERIFY_WAIT_MAX_S
+            - (timezone.now() - claim.waiting_since).total_seconds()
+        )
+        countdown = min(countdown, max(left, 0.0) + 0.1)
+    return max(countdown, 0.1)
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None)
 def claim_verify_task(self, claim_id: int) -> None:
-    """Verify a claim; placeholder until claims.verification lands (it only records receipt)."""
-    return None
+    """Verify a claim; while it waits for a final checkpoint, try again with backoff (the
+    service turns a wait longer than CLAIMS_VERIFY_WAIT_MAX_S into needs_review)."""
+    try:
+        claim = claim_verify(claim_id=claim_id)
+    except Claim.DoesNotExist:
+        log.warning("claim %s does not exist: nothing to verify", claim_id)
+        return
+    except (OperationalError, InterfaceError) as exc:  # the database is away: later
+        raise self.retry(exc=exc, countdown=verify_backoff_s(self.request.retries)) from exc
+    if claim.status == ClaimStatus.VERIFYING:
+        raise self.retry(countdown=verify_backoff_s(self.request.retries, claim))
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def claims_sweep_task(older_than_s: int | None = None) -> int:
+    """Re-queue claims stuck in received/verifying; returns how many."""
+    if older_than_s is None:
+        older_than_s = getattr(settings, "CLAIMS_SWEEP_AFTER_S", 600)
+    ids = claims_to_sweep(older_than_s=older_than_s)
+    for claim_id in ids:
+        claim_verify_task.delay(claim_id)
+    if ids:
+        log.info("re-queued %d claims stuck in verification", len(ids))
+    return len(ids)

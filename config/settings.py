@@ -196,6 +196,11 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": LEDGER_SEAL_INTERVAL_S,
         "options": {"expires": LEDGER_SEAL_INTERVAL_S * 2},
     },
+    "claims-sweep": {
+        "task": "claims.tasks.claims_sweep_task",
+        "schedule": timedelta(minutes=5),
+        "options": {"expires": 240},
+    },
     "ledger-audit-nightly": {
         "task": "ledger.tasks.ledger_audit_task",
         "schedule": timedelta(days=1),
@@ -209,6 +214,10 @@ CLAIMS_REVIEW_ABOVE = Decimal(env("CLAIMS_REVIEW_ABOVE", default="5000.00"))
 CLAIMS_FEE_TOLERANCE = Decimal(env("CLAIMS_FEE_TOLERANCE", default="0.10"))  # 10 % over schedule
 # Verification waiting for a final checkpoint retries with backoff up to this long.
 CLAIMS_VERIFY_WAIT_MAX_S = env.int("CLAIMS_VERIFY_WAIT_MAX_S", default=3600)
+CLAIMS_VERIFY_BACKOFF_BASE_S = env.float("CLAIMS_VERIFY_BACKOFF_BASE_S", default=2.0)
+CLAIMS_VERIFY_BACKOFF_MAX_S = env.float("CLAIMS_VERIFY_BACKOFF_MAX_S", default=300.0)
+# The sweeper re-queues claims stuck in received/verifying longer than this.
+CLAIMS_SWEEP_AFTER_S = env.int("CLAIMS_SWEEP_AFTER_S", default=600)
 
 LOGGING = {
     "version": 1,

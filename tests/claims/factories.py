@@ -18,10 +18,14 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
+from django.db.models import Max
 from rest_framework.authtoken.models import Token
 
 from claims import disclosure, jws
-from claims.models import Provider, ProviderKey, ProviderUser
+from claims.checks.billing import CLAIM_ID_SYSTEM
+from claims.models import Claim, ClaimCheck, Provider, ProviderKey, ProviderUser
+from claims.services import claim_submit
+from claims.verification import claim_verify
 from ledger import anchor, services
 from ledger.models import Member
 
@@ -175,8 +179,17 @@ def claim_resource(
     return claim
 
 
-def signed_body(kit: ProviderKit, claim: dict, anchored: list[Anchored]) -> bytes:
-    """The request body the provider sends: the signed Bundle (JCS makes 105.0 and 105.00 one)."""
+def signed_body(
+    kit: ProviderKit,
+    claim: dict,
+    anchored: list[Anchored],
+    *,
+    private_jwk: dict | None = None,
+    kid: str | None = None,
+) -> bytes:
+    """The request body the provider sends: the signed Bundle (JCS makes 105.0 and 105.00 one).
+
+    ``private_jwk``/``kid`` sign with another key than the kit's (a forger's)."""
     bundle = {
         "resourceType": "Bundle",
         "type": "collection",
@@ -184,10 +197,63 @@ def signed_body(kit: ProviderKit, claim: dict, anchored: list[Anchored]) -> byte
         + [a.entry() for a in anchored],
     }
     signed = disclosure.sign_bundle(
-        bundle, kit.private_jwk, kit.kid, who=kit.organization, when=_now()
+        bundle, private_jwk or kit.private_jwk, kid or kit.kid, who=kit.organization, when=_now()
     )
     return json.dumps(signed).encode()
 
 
 def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# --- submitting and verifying ------------------------------------------------------------------
+
+
+def submit(kit: ProviderKit, body: bytes, key: str | None = None) -> Claim:
+    """POST /claims without HTTP: the intake service, as the API calls it."""
+    return claim_submit(
+        provider=kit.provider,
+        user=kit.user,
+        body=body,
+        idempotency_key=key or f"key-{next(_numbers)}",
+    ).claim
+
+
+def claim_for(
+    kit: ProviderKit, anchored: list[Anchored] | None = None, **claim_kwargs
+) -> tuple[Claim, list[Anchored]]:
+    """A submitted claim billing ``anchored`` (one freshly anchored, sealed, cosigned Procedure
+    when not given), signed by ``kit``."""
+    if anchored is None:
+        anchored = [anchor_procedure(procedure(), kit.provider.member.name)]
+    claim_kwargs.setdefault("organization", kit.organization)
+    body = signed_body(kit, claim_resource(anchored, **claim_kwargs), anchored)
+    return submit(kit, body), anchored
+
+
+def verified(claim: Claim) -> Claim:
+    """Run verification now (what the worker does), return the claim as it stands."""
+    return claim_verify(claim_id=claim.pk)
+
+
+def checks(claim: Claim, run: int | None = None) -> dict[str, ClaimCheck]:
+    """The claim's checks of ``run`` (the latest when None), by name."""
+    rows = ClaimCheck.objects.filter(claim=claim)
+    run = run or rows.aggregate(run=Max("run"))["run"]
+    return {c.name: c for c in rows.filter(run=run)}
+
+
+def related_to(original: Claim, relationship: str, *, by: str = "reference") -> dict:
+    """``Claim.related`` naming ``original`` as docs/verification.md says."""
+    claim = (
+        {"reference": f"Claim/{original.public_id}"}
+        if by == "reference"
+        else {"identifier": {"system": CLAIM_ID_SYSTEM, "value": str(original.public_id)}}
+    )
+    return {
+        "claim": claim,
+        "relationship": {"coding": [{"system": RELATIONSHIP_SYSTEM, "code": relationship}]},
+    }
+
+
+RELATIONSHIP_SYSTEM = "https://claimproof.example/fhir/CodeSystem/claim-relationship"

@@ -1,0 +1,397 @@
+"""``procedure:<fullUrl>``: each disclosed Procedure is anchored, and the anchor is in a final
+checkpoint.
+
+Per Procedure: the commitment recomputed from salt + JCS(Procedure) is the one in the leaf at the
+disclosed index, whose hash is the disclosed leaf hash; an inclusion proof from the stored tree
+verifies against the root of a checkpoint the log operator signed and a quorum of members
+cosigned. A leaf that is anchored but not in a final checkpoint yet *waits*; a checkpoint that is
+not the log's (not signed by the operator, or whose root is not the stored tree's) *fails*.
+
+Cost: one query for every leaf of the claim, one or two for the checkpoints and their
+cosignatures, one round trip for all the proofs (through the tile cache: every proof is verified
+against the signed root before it counts). Checkpoint signatures are verified once per process
+per checkpoint state (:func:`_judge` is cached on the exact note, lines and keys).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from functools import lru_cache
+
+from django.conf import settings
+from django.db.models import Count, IntegerField, OuterRef, Q, Subquery
+from django.db.models.functions import Coalesce
+
+from claims.checks import FAIL, PASS, WAIT, Context, Result, b64, iso
+from ledger import anchor, keys, merkle, note, proofs
+from ledger.checkpoint import Checkpoint as CheckpointBody
+from ledger.checkpoint import CheckpointError
+from ledger.models import Checkpoint, Cosignature, Leaf, MemberKey
+
+PREFIX = "procedure:"
+NAME_MAX = 80  # ClaimCheck.name
+
+
+def check_name(full_url: str, position: int) -> str:
+    name = PREFIX + full_url
+    return name if len(name) <= NAME_MAX else f"{PREFIX}#{position}"
+
+
+@dataclass(frozen=True, slots=True)
+class LeafRow:
+    index: int
+    leaf_hash: bytes
+    commitment: bytes
+    member_id: int
+    member: str
+    data: bytes
+    received_at: datetime
+
+
+@dataclass(frozen=True)
+class Judged:
+    """A checkpoint row as verification sees it."""
+
+    size: int
+    root_hash: bytes
+    forked: str | None  # why this is not the log's checkpoint; None when it is
+    cosigners: tuple[tuple[str, int], ...]  # (member, cosignature timestamp) that verified
+    ignored: tuple[str, ...]  # cosignatures that do not count, and why
+
+    @property
+    def final(self) -> bool:
+        return self.forked is None and len(self.cosigners) >= settings.LEDGER_QUORUM
+
+    def evidence(self) -> dict:
+        return {
+            "size": self.size,
+            "root_hash": b64(self.root_hash),
+            "origin": settings.LEDGER_ORIGIN,
+            "cosigners": [{"member": m, "timestamp": t} for m, t in self.cosigners],
+            "quorum": settings.LEDGER_QUORUM,
+            "final": self.final,
+            **({"forked": self.forked} if self.forked else {}),
+            **({"not_counted": list(self.ignored)} if self.ignored else {}),
+        }
+
+
+def check(ctx: Context) -> list[Result]:
+    disclosed = ctx.disclosed
+    if not disclosed:
+        return []
+    leaves = _leaves(disclosed)
+    evidences, problems, good = [], [], []
+    for d in disclosed:
+        evidence = {
+            "full_url": d.full_url,
+            "entry": d.entry,
+            "commitment": b64(d.commitment),
+            "leaf_index": d.leaf_index,
+            "leaf_hash": b64(d.leaf_hash),
+        }
+        row = leaves.get(d.leaf_index)
+        problem = _leaf_problem(d, row, leaves, evidence)
+        if problem is None and row is not None:
+            ctx.leaves[d.full_url] = row
+            good.append(row)
+        evidences.append(evidence)
+        problems.append(problem)
+    head, target = _head_and_target(min(d.leaf_index for d in disclosed))
+    paths = _proofs(target, good)
+
+    results = []
+    for position, (d, evidence, problem) in enumerate(
+        zip(disclosed, evidences, problems, strict=True), start=1
+    ):
+        if problem is None:
+            outcome, sentence = _inclusion(d.leaf_index, head, target, paths, evidence)
+        else:
+            outcome, sentence = FAIL, problem
+        if outcome == FAIL:
+            ctx.fail_procedure(d.full_url, "procedure-not-proven")
+        results.append(Result(check_name(d.full_url, position), outcome, sentence, evidence))
+    return results
+
+
+def _head_and_target(min_index: int) -> tuple[Judged | None, Judged | None]:
+    """The newest checkpoint (it says what is sealed) and the checkpoint proofs go to: the
+    newest if it is final or forked, else the newest final one (it covers every leaf that any
+    final checkpoint covers); None when no final checkpoint covers ``min_index``."""
+    latest, candidate = _checkpoints(min_index)
+    if latest is None:
+        return None, None
+    head = _judge_row(latest)
+    if head.final or head.forked:
+        return head, head  # a final head's root is checked against the stored tree by the proofs
+    stored = _stored_root(head.size)  # a head witnesses will not cosign: an equivocating log?
+    if stored is not None and stored != head.root_hash:
+        return _forked(head, stored), _forked(head, stored)
+    if candidate is None or candidate["pk"] == latest["pk"]:
+        return head, None
+    target = _judge_row(candidate)
+    return head, target if target.final or target.forked else None
+
+
+# --- the leaf -----------------------------------------------------------------------------------
+
+
+def _leaves(disclosed) -> dict[int | bytes, LeafRow]:
+    """Leaves at the disclosed indexes and, to explain a mismatch, wherever a disclosed
+    commitment is anchored instead: one query. Keyed by index and by commitment."""
+    rows = Leaf.objects.filter(
+        Q(index__in=[d.leaf_index for d in disclosed])
+        | Q(commitment__in=[d.commitment for d in disclosed])
+    ).values_list("index", "leaf_hash", "commitment", "member_id", "member__name", "data",
+                  "received_at")  # fmt: skip
+    out: dict[int | bytes, LeafRow] = {}
+    for index, leaf_hash, commitment, member_id, member, data, received_at in rows:
+        row = LeafRow(index, bytes(leaf_hash), bytes(commitment), member_id, member, bytes(data),
+                      received_at)  # fmt: skip
+        out[index] = row
+        out[row.commitment] = row
+    return out
+
+
+def _leaf_problem(d, row: LeafRow | None, leaves: dict, evidence: dict) -> str | None:
+    """Why leaf ``d.leaf_index`` is not this Procedure's anchor; None when it is."""
+    elsewhere = leaves.get(d.commitment)
+    if elsewhere is not None and elsewhere.index != d.leaf_index:
+        evidence["anchored_at_index"] = elsewhere.index
+    if row is None:
+        return (
+            f"No leaf {d.leaf_index} exists on the ledger: this Procedure was never anchored "
+            "there." + _elsewhere(evidence)
+        )
+    evidence.update(member=row.member, anchored_at=iso(row.received_at))
+    if row.commitment != d.commitment:
+        evidence["leaf_commitment"] = b64(row.commitment)
+        return (
+            f"Leaf {d.leaf_index} anchors another commitment: the disclosed Procedure and salt "
+            "are not what was anchored there (a wrong salt, or a Procedure changed since)."
+            + _elsewhere(evidence)
+        )
+    if row.leaf_hash != d.leaf_hash or merkle.leaf_hash(row.data) != row.leaf_hash:
+        evidence["stored_leaf_hash"] = b64(row.leaf_hash)
+        return f"Leaf {d.leaf_index} does not have the disclosed leaf hash."
+    try:
+        statement = anchor.statement_parse(row.data)
+    except anchor.AnchorError as exc:
+        return f"Leaf {d.leaf_index} does not hold a readable anchor statement ({exc})."
+    evidence["statement_timestamp"] = iso(statement.timestamp)
+    if statement.commitment != d.commitment or statement.member != row.member:
+        return f"Leaf {d.leaf_index}'s signed statement does not match its row."
+    return None
+
+
+def _elsewhere(evidence: dict) -> str:
+    index = evidence.get("anchored_at_index")
+    return f" (This commitment is anchored at leaf {index}.)" if index is not None else ""
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+
+def _checkpoints(min_index: int) -> tuple[dict | None, dict | None]:
+    """The newest checkpoint and the newest one whose stored cosignatures from live keys reach
+    the quorum (a candidate: :func:`_judge` decides), both as dicts with their cosignatures."""
+    live = (
+        Cosignature.objects.filter(
+            checkpoint=OuterRef("pk"),
+            key__purpose=MemberKey.Purpose.COSIGN,
+            key__revoked_at__isnull=True,
+        )
+        .order_by()
+        .values("checkpoint")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    fields = ("pk", "size", "root_hash", "note", "n")
+    counted = Checkpoint.objects.annotate(
+        n=Coalesce(Subquery(live, output_field=IntegerField()), 0)
+    ).order_by("-size")
+    latest = counted.values(*fields).first()
+    if latest is None:
+        return None, None
+    if latest["n"] >= settings.LEDGER_QUORUM:
+        fallback = latest
+    else:  # scans back from the head and stops at the first; bounded by the leaf's index
+        fallback = (
+            counted.filter(size__gt=min_index, n__gte=settings.LEDGER_QUORUM)
+            .values(*fields)
+            .first()
+        )
+    ids = {latest["pk"]} | ({fallback["pk"]} if fallback else set())
+    lines: dict[int, list] = {i: [] for i in ids}
+    for checkpoint_id, *rest in Cosignature.objects.filter(checkpoint_id__in=ids).values_list(
+        "checkpoint_id", "line", "key__verifier_key", "member__name", "key__purpose",
+        "key__revoked_at",
+    ):  # fmt: skip
+        lines[checkpoint_id].append(tuple(rest))
+    for row in (latest, fallback):
+        if row is not None:
+            row["cosignatures"] = tuple(sorted(lines[row["pk"]]))
+    return latest, fallback
+
+
+def _judge_row(row: dict) -> Judged:
+    cosigs = tuple(
+        (line, vkey, member, purpose == MemberKey.Purpose.COSIGN and revoked is None)
+        for line, vkey, member, purpose, revoked in row["cosignatures"]
+    )
+    return _judge(
+        row["note"], row["size"], bytes(row["root_hash"]), settings.LEDGER_ORIGIN,
+        keys.operator_verifier_key(), cosigs,
+    )  # fmt: skip
+
+
+@lru_cache(maxsize=256)
+def _judge(
+    note_text: str,
+    size: int,
+    root_hash: bytes,
+    origin: str,
+    operator_key: str,
+    cosigs: tuple[tuple[str, str, str, bool], ...],
+) -> Judged:
+    """Verify a checkpoint's operator signature, body and cosignatures (pure: cached)."""
+    try:
+        body = CheckpointBody.parse(note.verify(note_text, [operator_key]).text)
+    except (note.NoteError, CheckpointError) as exc:
+        return Judged(size, root_hash, f"not signed by the log operator's key ({exc})", (), ())
+    if (body.origin, body.size, body.root_hash) != (origin, size, root_hash):
+        return Judged(
+            size,
+            root_hash,
+            f"not what its row says: the signed body has {body.origin} size {body.size} root "
+            f"{b64(body.root_hash)}, the row {origin} size {size} root {b64(root_hash)}",
+            (),
+            (),
+        )
+    cosigners: dict[str, int] = {}
+    ignored: list[str] = []
+    for line, vkey, member, live in cosigs:
+        if not live:
+            ignored.append(f"{member}: its cosigning key is revoked")
+            continue
+        try:
+            verified = note.verify_cosignature(note.add_signatures(note_text, [line]), [vkey])
+        except note.NoteError as exc:
+            ignored.append(f"{member}: the cosignature does not verify ({exc})")
+            continue
+        if member in verified:
+            cosigners.setdefault(member, verified[member])
+        else:
+            ignored.append(f"{member}: the cosignature is under another member's name")
+    return Judged(size, root_hash, None, tuple(sorted(cosigners.items())), tuple(ignored))
+
+
+# --- proofs -------------------------------------------------------------------------------------
+
+
+def _proofs(target: Judged | None, rows: list[LeafRow]) -> dict[int, list[bytes] | str]:
+    """Inclusion proof of each leaf in ``target``, verified against its signed root; a string
+    says why a proof fails. All proofs are read in one round trip."""
+    if target is None or target.forked:
+        return {}
+    indexes = sorted({r.index for r in rows if r.index < target.size})
+    if not indexes:
+        return {}
+    cache = proofs.shared_cache()
+    readers = ([proofs.TileReader(tiles=cache)] if cache else []) + [proofs.HashReader()]
+    for reader in readers:
+        try:
+            paths = _paths(reader, indexes, target.size)
+        except proofs.SizeError as exc:
+            paths = {i: f"the stored tree cannot prove it ({exc})" for i in indexes}
+        out: dict[int, list[bytes] | str] = {}
+        for index, path in paths.items():
+            if isinstance(path, str):
+                out[index] = path
+                continue
+            try:
+                merkle.verify_inclusion(index, target.size, _leaf_hash(rows, index), path,
+                                        target.root_hash)  # fmt: skip
+                out[index] = path
+            except merkle.ProofError as exc:
+                out[index] = f"the inclusion proof does not verify ({exc})"
+        if all(not isinstance(p, str) for p in out.values()):
+            return out
+        if isinstance(reader, proofs.TileReader) and cache is not None:
+            cache.clear()  # a bad tile must not serve anyone again; read from the database
+    stored_root = _stored_root(target.size)
+    if stored_root is not None and stored_root != target.root_hash:
+        reason = (
+            f"forked checkpoint: checkpoint {target.size} is {_forked(target, stored_root).forked}"
+        )
+        return {i: reason for i in indexes}
+    return out
+
+
+def _forked(judged: Judged, stored_root: bytes) -> Judged:
+    return replace(
+        judged,
+        forked=f"signed over root {b64(judged.root_hash)}, which is not the root of the stored "
+        f"tree of that size ({b64(stored_root)})",
+    )
+
+
+def _paths(reader: proofs.HashReader, indexes: list[int], size: int) -> dict[int, list[bytes]]:
+    plans = [merkle.inclusion_proof_ranges(i, size) for i in indexes]
+    hashes = reader.range_hashes([r for plan in plans for r in plan])
+    out, at = {}, 0
+    for index, plan in zip(indexes, plans, strict=True):
+        out[index] = hashes[at : at + len(plan)]
+        at += len(plan)
+    return out
+
+
+def _stored_root(size: int) -> bytes | None:
+    try:
+        return proofs.HashReader().range_hashes([(0, size)])[0]
+    except proofs.SizeError:
+        return None
+
+
+def _leaf_hash(rows: list[LeafRow], index: int) -> bytes:
+    return next(r.leaf_hash for r in rows if r.index == index)
+
+
+def _inclusion(
+    index: int,
+    head: Judged | None,
+    target: Judged | None,
+    paths: dict[int, list[bytes] | str],
+    evidence: dict,
+) -> tuple[str, str]:
+    if head is not None and head.forked:
+        evidence["checkpoint"] = head.evidence()
+        return FAIL, f"Forked checkpoint: the log's newest checkpoint {head.size} is {head.forked}."
+    if head is None or index >= head.size:
+        evidence["sealed_size"] = head.size if head else 0
+        return WAIT, (
+            f"Leaf {index} is anchored but not sealed into a checkpoint yet: waiting for the "
+            "next seal."
+        )
+    if target is None or index >= target.size:
+        evidence["checkpoint"] = head.evidence()
+        return WAIT, (
+            f"Leaf {index} is in checkpoint {head.size}, which has "
+            f"{len(head.cosigners)} of the {settings.LEDGER_QUORUM} cosignatures that make it "
+            "final: waiting for the quorum."
+        )
+    evidence["checkpoint"] = target.evidence()
+    if target.forked:
+        return FAIL, f"Forked checkpoint: checkpoint {target.size} is {target.forked}."
+    path = paths.get(index)
+    if isinstance(path, str) or path is None:
+        evidence["problem"] = path
+        fork = path is not None and path.startswith("forked")
+        return FAIL, (("Forked checkpoint: " if fork else "") + f"leaf {index}: {path}.")
+    evidence["proof"] = [b64(h) for h in path]
+    names = ", ".join(m for m, _ in target.cosigners)
+    return PASS, (
+        f"Anchored by {evidence['member']} at leaf {index} on {evidence['anchored_at'][:10]}; "
+        f"included in checkpoint {target.size} (proof of {len(path)} hashes), signed by the log "
+        f"and cosigned by {names} ({len(target.cosigners)} of quorum {settings.LEDGER_QUORUM})."
+    )
