@@ -55,6 +55,15 @@ class ItemOutput(serializers.Serializer):
     reason_code = serializers.CharField()
 
 
+class EventOutput(serializers.Serializer):
+    at = serializers.DateTimeField()
+    actor = serializers.CharField(source="actor.username", default=None)
+    old_status = serializers.CharField()
+    new_status = serializers.CharField()
+    reason = serializers.CharField()
+    snapshot = serializers.JSONField()
+
+
 class ClaimOutput(serializers.Serializer):
     id = serializers.UUIDField(source="public_id")
     status = serializers.CharField()
@@ -69,6 +78,7 @@ class ClaimOutput(serializers.Serializer):
     claim_response_url = serializers.SerializerMethodField()
     items = ItemOutput(many=True, source="items.all")
     checks = serializers.SerializerMethodField()
+    history = EventOutput(many=True, source="events.all", help_text="Every step, who and why.")
 
     def get_url(self, claim: Claim) -> str:
         return f"/api/v1/claims/{claim.public_id}"

@@ -48,6 +48,11 @@ _SUB_EXTENSIONS = {"salt": "valueBase64Binary", "leafIndex": "valueString",
                    "leafHash": "valueBase64Binary"}  # fmt: skip
 
 
+# Resources a claim Bundle may carry besides the Claim and its Procedures: context for the
+# verifier (coverage at the date of service, patient consistency), never billed or disclosed.
+CONTEXT_RESOURCES = frozenset({"Coverage", "Patient", "Organization", "Practitioner"})
+
+
 class DisclosureError(ValueError):
     """The submission is not a well-formed signed claim Bundle with valid disclosures."""
 
@@ -305,10 +310,14 @@ def disclosed_procedures(bundle: dict[str, Any]) -> list[Disclosed]:
                 raise DisclosureError(f"Bundle.entry[{i}] is the Claim: it discloses no anchor")
             claims += 1
             continue
+        if kind in CONTEXT_RESOURCES:
+            if ext is not None:
+                raise DisclosureError(f"Bundle.entry[{i}] is a {kind}: it discloses no anchor")
+            continue  # context the verifier reads (coverage, patient), not billed
         if kind != "Procedure":
             raise DisclosureError(
-                f"Bundle.entry[{i}] is a {_show(kind)}: a claim Bundle holds one Claim and the "
-                "Procedures it bills, nothing else"
+                f"Bundle.entry[{i}] is a {_show(kind)}: a claim Bundle holds one Claim, the "
+                "Procedures it bills and optionally " + ", ".join(sorted(CONTEXT_RESOURCES))
             )
         procedure = entry["resource"]
         if ext is None:

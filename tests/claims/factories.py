@@ -186,15 +186,18 @@ def signed_body(
     *,
     private_jwk: dict | None = None,
     kid: str | None = None,
+    context: list[dict] | None = None,
 ) -> bytes:
     """The request body the provider sends: the signed Bundle (JCS makes 105.0 and 105.00 one).
 
-    ``private_jwk``/``kid`` sign with another key than the kit's (a forger's)."""
+    ``private_jwk``/``kid`` sign with another key than the kit's (a forger's); ``context`` adds
+    resources such as a Coverage."""
     bundle = {
         "resourceType": "Bundle",
         "type": "collection",
         "entry": [{"fullUrl": f"urn:uuid:claim-{next(_numbers)}", "resource": claim}]
-        + [a.entry() for a in anchored],
+        + [a.entry() for a in anchored]
+        + [{"fullUrl": f"urn:uuid:ctx-{next(_numbers)}", "resource": r} for r in context or []],
     }
     signed = disclosure.sign_bundle(
         bundle, private_jwk or kit.private_jwk, kid or kit.kid, who=kit.organization, when=_now()

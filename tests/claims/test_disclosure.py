@@ -273,9 +273,9 @@ def build_vectors() -> dict:
          unsigned_entry(lambda e: e.pop("fullUrl"))),
         ("two_claims", "disclosure", "exactly one Claim", "a second Claim entry",
          resigned(lambda b: b["entry"].append({"fullUrl": "urn:uuid:0", "resource": claim}))),
-        ("other_resource", "disclosure", "nothing else", "a Patient entry",
+        ("other_resource", "disclosure", "and optionally", "an Observation entry",
          resigned(lambda b: b["entry"].append(
-             {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Patient", "id": "1"}}))),
+             {"fullUrl": "urn:uuid:1", "resource": {"resourceType": "Observation", "id": "1"}}))),
         ("not_a_collection", "disclosure", "collection", "Bundle.type transaction",
          resigned(lambda b: b.update(type="transaction"))),
     ]  # fmt: skip

@@ -1,0 +1,85 @@
+"""What the provider reads back: status, checks and a FHIR ClaimResponse with item adjudication;
+and the claim's history."""
+
+import pytest
+from fhir.resources.R4B.claimresponse import ClaimResponse
+from rest_framework.test import APIClient
+
+from tests.claims import factories as f
+
+pytestmark = pytest.mark.django_db
+
+
+def client_for(kit) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {kit.token}")
+    return client
+
+
+def _response(kit, claim) -> dict:
+    answer = client_for(kit).get(f"/api/v1/claims/{claim.public_id}/ClaimResponse")
+    assert answer.status_code == 200
+    ClaimResponse.model_validate_json(answer.content)  # valid FHIR R4 (R4B model)
+    return answer.json()
+
+
+def test_a_verified_claim_answers_complete_with_submitted_and_benefit_per_item():
+    kit = f.make_provider()
+    claim, _ = f.claim_for(kit)
+    f.verified(claim)
+    resource = _response(kit, claim)
+    assert resource["outcome"] == "complete"
+    item = resource["item"][0]
+    categories = {
+        a["category"]["coding"][0]["code"]: a["amount"]["value"] for a in item["adjudication"]
+    }
+    assert categories["submitted"] == 105.0 and categories["benefit"] == 105.0
+    assert (
+        '"value": 105.00'
+        in client_for(kit).get(f"/api/v1/claims/{claim.public_id}/ClaimResponse").content.decode()
+    )  # decimals exactly as stored
+
+
+def test_a_rejected_claim_answers_error_with_the_failed_check():
+    kit = f.make_provider()
+    unanchored = f.Anchored(f.procedure(), b"\1" * 32, 999_999, b"\2" * 32)
+    claim, _ = f.claim_for(kit, [unanchored])
+    f.verified(claim)
+    resource = _response(kit, claim)
+    assert resource["outcome"] == "error"
+    assert resource["error"][0]["code"]["coding"][0]["code"] == "procedure"
+    assert "Rejected" in resource["disposition"]
+
+
+def test_the_api_shows_checks_and_history():
+    kit = f.make_provider()
+    claim, _ = f.claim_for(kit)
+    f.verified(claim)
+    data = client_for(kit).get(f"/api/v1/claims/{claim.public_id}").json()
+    assert data["status"] == "verified"
+    assert {c["name"].split(":")[0] for c in data["checks"]} >= {
+        "signature",
+        "fhir",
+        "procedure",
+        "binding",
+        "double_billing",
+    }
+    assert all(c["sentence"] for c in data["checks"])
+    assert [e["new_status"] for e in data["history"]] == ["received", "verifying", "verified"]
+
+
+def test_a_coverage_that_has_ended_by_the_date_of_service_rejects_the_claim():
+    kit = f.make_provider()
+    anchored = [f.anchor_procedure(f.procedure())]
+    coverage = {
+        "resourceType": "Coverage",
+        "id": "c1",
+        "status": "active",
+        "beneficiary": {"reference": "Patient/p1"},
+        "payor": [{"reference": "Organization/acme-insurance.example"}],
+        "period": {"start": "2025-01-01", "end": "2025-12-31"},
+    }
+    body = f.signed_body(kit, f.claim_resource(anchored), anchored, context=[coverage])
+    claim = f.verified(f.submit(kit, body))
+    assert claim.status == "rejected"
+    assert "Coverage" in f.checks(claim)["binding"].sentence
