@@ -16,14 +16,15 @@ DEMO_USERS = [("operator", "operator: members, keys and the admin", True)]
 
 class Command(BaseCommand):
     help = (
-        "Create the demo logins (passwords written to var/demo-logins.txt) and anchor demo "
-        "procedures. Does nothing to a ledger that already has leaves."
+        "Create the demo logins (written to var/demo-logins.txt), anchor demo procedures and "
+        "submit demo claims (honest ones and one of each fraud). Loads each part only once."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--anchors", type=int, default=100, help="per member (default 100)")
+        parser.add_argument("--claims", type=int, default=20, help="per provider (default 20)")
 
-    def handle(self, *args, anchors: int, **options):
+    def handle(self, *args, anchors: int, claims: int, **options):
         logins = settings.VAR_DIR / "demo-logins.txt"
         User = get_user_model()
         lines = []
@@ -41,5 +42,18 @@ class Command(BaseCommand):
             logins.chmod(0o600)
         if Leaf.objects.exists():
             self.stdout.write("demo ledger already loaded")
-            return
-        call_command("ledger_demo", anchors=anchors, batches=6, stdout=self.stdout)
+        else:
+            call_command("ledger_demo", anchors=anchors, batches=6, stdout=self.stdout)
+        from claims.demo import demo_logins, load_demo_claims
+        from claims.models import Claim
+
+        if Claim.objects.exists():
+            self.stdout.write("demo claims already loaded")
+        else:
+            made = load_demo_claims(claims)
+            self.stdout.write(
+                f"submitted {made['honest']} honest claims and {made['fraud']} frauds; "
+                "the worker verifies them"
+            )
+            with logins.open("a", encoding="utf-8") as f:
+                f.write("\n".join(demo_logins()) + "\n")
