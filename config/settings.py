@@ -181,6 +181,9 @@ LEDGER_SEAL_INTERVAL_S = env.float("LEDGER_SEAL_INTERVAL_S", default=5.0)
 LEDGER_SEAL_BATCH = env.int("LEDGER_SEAL_BATCH", default=100_000)
 LEDGER_ANCHOR_MAX_BYTES = env.int("LEDGER_ANCHOR_MAX_BYTES", default=2048)
 LEDGER_TILE_CACHE_MB = env.int("LEDGER_TILE_CACHE_MB", default=64)  # proof tile cache; 0 = off
+# How long a process trusts the latest checkpoint it read before reading it again (0 = per
+# request). Proofs against the latest tree are then served from the tile cache with no query.
+LEDGER_CHECKPOINT_TTL_S = env.float("LEDGER_CHECKPOINT_TTL_S", default=1.0)
 LEDGER_ANCHOR_BATCH_MAX = env.int("LEDGER_ANCHOR_BATCH_MAX", default=1000)
 # Django refuses larger bodies before our views can answer 413 themselves: leave room for a batch.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(

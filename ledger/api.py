@@ -183,6 +183,17 @@ class InclusionProofApi(APIView):
             index = selectors.leaf_index_by_hash(q["leaf_hash"])
         else:
             index = q["index"]
+        if "tree_size" not in q and (fast := proofs.served_latest_inclusion(index)):
+            size, leaf_hash, path, root = fast  # from the tile cache, checked against the root
+            return Response(
+                {
+                    "leaf_index": index,
+                    "tree_size": size,
+                    "leaf_hash": b64(leaf_hash),
+                    "root_hash": b64(root),
+                    "hashes": [b64(h) for h in path],
+                }
+            )
         # One round trip: the latest checkpoint, the one of tree_size, the leaf's stored hash.
         sizes = [q["tree_size"]] if "tree_size" in q else []
         signed = proofs.signed_roots(sizes, leaf_index=index)

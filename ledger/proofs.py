@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -271,6 +272,65 @@ def signed_roots(sizes: Iterable[int], leaf_index: int | None = None) -> Signed:
     roots = {size: bytes(h) for size, h in rows if size >= 0}
     leaf = next((bytes(h) for size, h in rows if size < 0), None)
     return Signed(sealed_size=max(roots, default=0), roots=roots, leaf_hash=leaf)
+
+
+@dataclass
+class _LatestCheckpoint:
+    size: int
+    root: bytes
+    read_at: float
+
+
+_latest_lock = threading.Lock()
+_latest: _LatestCheckpoint | None = None
+
+
+def latest_signed(ttl_s: float) -> tuple[int, bytes] | None:
+    """(size, root) of the latest checkpoint, re-read from the database at most every ``ttl_s``.
+
+    Checkpoint rows are append-only, so the only way this goes stale is a newer checkpoint (a
+    proof against the older one is still a true, signed proof) or the database being replaced
+    under the running process (a restore): then the next read, at most ``ttl_s`` later, no longer
+    matches the cached tiles, the served proof fails its check and the cache is cleared.
+    """
+    global _latest
+    now = time.monotonic()
+    with _latest_lock:
+        if _latest is not None and now - _latest.read_at < ttl_s:
+            return _latest.size, _latest.root
+    row = Checkpoint.objects.order_by("-size").values_list("size", "root_hash").first()
+    if row is None:
+        return None
+    with _latest_lock:
+        _latest = _LatestCheckpoint(row[0], bytes(row[1]), now)
+    return row[0], bytes(row[1])
+
+
+def served_latest_inclusion(index: int) -> tuple[int, bytes, list[bytes], bytes] | None:
+    """(tree size, leaf hash, path, root) for leaf ``index`` in the latest checkpoint, from the
+    tile cache with no database read while the checkpoint is fresh (LEDGER_CHECKPOINT_TTL_S).
+
+    The path and the leaf hash come from cached tiles and must verify against the checkpoint's
+    signed root; if they do not, the cache is cleared. None means "answer the slow way" (no
+    cache, no checkpoint, a leaf outside the latest tree, or a failed check).
+    """
+    cache = shared_cache()
+    ttl_s = getattr(settings, "LEDGER_CHECKPOINT_TTL_S", 1.0)
+    if cache is None or ttl_s <= 0:
+        return None
+    latest = latest_signed(ttl_s)
+    if latest is None or not 0 <= index < latest[0]:
+        return None
+    size, root = latest
+    reader = TileReader(tiles=cache)
+    path = inclusion(index, size, sealed_size=size, reader=reader)
+    leaf_hash = reader.read([(0, index)])[(0, index)]
+    try:
+        merkle.verify_inclusion(index, size, leaf_hash, path, root)
+    except merkle.ProofError as exc:
+        _cache_failed(cache, f"inclusion proof of leaf {index} in size {size}", exc)
+        return None
+    return size, leaf_hash, path, root
 
 
 def _cache_failed(cache: TileCache, what: str, exc: Exception) -> None:

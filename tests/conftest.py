@@ -97,6 +97,9 @@ def pytest_configure(config: pytest.Config) -> None:
     connections.__dict__.pop("settings", None)
     connections._settings = None
     connection_created.connect(_allow_truncate, dispatch_uid="allow-test-truncate")
+    # The suite swaps databases under one process: trust no cached checkpoint across tests (the
+    # tests of that fast lane turn it on themselves).
+    settings.LEDGER_CHECKPOINT_TTL_S = 0
     settings.CELERY_BROKER_URL = REDIS_URL
     settings.CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 60}
 

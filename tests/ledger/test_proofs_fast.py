@@ -21,7 +21,7 @@ from django.db import connection
 from ledger import merkle, proofs, services
 from ledger.models import Leaf, Member
 from ledger.tiles import HASH_SIZE, TileCache
-from tests.ledger.helpers import init_ledger
+from tests.ledger.helpers import init_ledger, signed_anchor
 
 pytestmark = pytest.mark.django_db
 
@@ -315,3 +315,61 @@ def test_a_cache_left_from_a_replaced_database_heals_itself(fresh_shared_cache, 
         proof = [base64.b64decode(h) for h in body["hashes"]]
         assert proof == merkle.inclusion_proof(index, hashes)
     assert fresh_shared_cache.clears > clears
+
+
+def _reset_latest():
+    proofs._latest = None
+
+
+def test_latest_proofs_are_served_without_a_query_while_the_checkpoint_is_fresh(
+    fresh_shared_cache, settings, django_assert_num_queries
+):
+    settings.LEDGER_CHECKPOINT_TTL_S = 60
+    _reset_latest()
+    init_ledger()
+    datas = [signed_anchor(n) for n in range(20)]
+    for data in datas:
+        services.anchor_append(data=data)
+    services.ledger_seal()
+    hashes = [merkle.leaf_hash(d) for d in datas]
+    proofs.served_latest_inclusion(3)  # warms the tiles and the checkpoint
+    with django_assert_num_queries(0):
+        size, leaf_hash, path, root = proofs.served_latest_inclusion(11)
+    assert (size, leaf_hash) == (20, hashes[11])
+    assert path == merkle.inclusion_proof(11, hashes)
+    assert root == merkle.root_hash(hashes)
+    _reset_latest()
+
+
+def test_a_replaced_database_is_caught_by_the_next_checkpoint_read(fresh_shared_cache, settings):
+    settings.LEDGER_CHECKPOINT_TTL_S = 60
+    _reset_latest()
+    init_ledger()
+    for n in range(8):
+        services.anchor_append(data=signed_anchor(n))
+    services.ledger_seal()
+    assert proofs.served_latest_inclusion(2) is not None
+    # Another history behind the same process, as after a restore: the tiles are stale.
+    proofs._latest = proofs._LatestCheckpoint(8, b"\x07" * 32, proofs._latest.read_at)
+    assert proofs.served_latest_inclusion(2) is None  # refused, and the cache cleared
+    assert len(fresh_shared_cache) == 0
+    _reset_latest()
+
+
+def test_the_api_answers_the_same_from_the_fast_lane_as_from_the_database(
+    fresh_shared_cache, settings
+):
+    from rest_framework.test import APIClient
+
+    init_ledger()
+    for n in range(13):
+        services.anchor_append(data=signed_anchor(n))
+    services.ledger_seal()
+    answers = []
+    for ttl in (0, 60, 60):  # the database; the fast lane cold; the fast lane warm
+        settings.LEDGER_CHECKPOINT_TTL_S = ttl
+        _reset_latest()
+        answers.append(APIClient().get("/api/v1/ledger/proofs/inclusion?index=9").json())
+    assert answers[0] == answers[1] == answers[2]
+    assert answers[0]["tree_size"] == 13 and len(answers[0]["hashes"]) == 4
+    _reset_latest()
