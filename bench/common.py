@@ -45,6 +45,8 @@ class Sizes:
     anchors: int
     anchors_profiled: int
     ed25519_verifies: int
+    claims_per_round: int = 300
+    claims_profiled: int = 200
     rounds: int = 3
 
 
@@ -69,6 +71,8 @@ QUICK = Sizes(
     anchors=300,
     anchors_profiled=200,
     ed25519_verifies=3_000,
+    claims_per_round=60,
+    claims_profiled=60,
     rounds=2,
 )
 
@@ -132,6 +136,11 @@ def fmt(value: float, unit: str = "") -> str:
     return f"{text} {unit}".rstrip()
 
 
+def ratio_text(ratio: float) -> str:
+    """2 decimals, or 2 significant digits below 0.1 (0.0029x, not 0.00x)."""
+    return f"{ratio:.2f}x" if ratio >= 0.1 or ratio != ratio else f"{ratio:.2g}x"
+
+
 def met_text(met: bool | None) -> str:
     return {True: "yes", False: "NO", None: "-"}[met]
 
@@ -159,7 +168,7 @@ def rows_table(rows: list[Row]) -> str:
             fmt(r.value, r.unit),
             r.reference,
             fmt(r.reference_value, r.unit),
-            f"{r.ratio:.2f}x",
+            ratio_text(r.ratio),
             "-" if r.aim is None else f">= {r.aim:g}x",
             met_text(r.met),
         ]

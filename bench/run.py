@@ -1,7 +1,7 @@
 """Run the ledger benchmarks against the machine's PostgreSQL and print every figure beside its
 reference, measured in the same run, as a ratio.
 
-    .venv/bin/python bench/run.py [--quick] [--only seal|proofs|anchors] [--strict]
+    .venv/bin/python bench/run.py [--quick] [--only seal|proofs|anchors|claims] [--strict]
 
 The bench database ``claimproof_bench`` is dropped and created at the start and dropped at the
 end; keys go to a temporary directory. Results are also written to var/bench/results.json.
@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 
 from bench import common  # noqa: E402  (needs the repository root on sys.path)
 
-BENCHMARKS = ["seal", "proofs", "anchors"]
+BENCHMARKS = ["seal", "proofs", "anchors", "claims"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,9 +54,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def modules(names: list[str]) -> list[ModuleType]:
     """The benchmark modules, imported only once Django is set up."""
-    from bench import bench_anchors, bench_proofs, bench_seal
+    from bench import bench_anchors, bench_claims, bench_proofs, bench_seal
 
-    by_name = {m.NAME: m for m in (bench_seal, bench_proofs, bench_anchors)}
+    by_name = {m.NAME: m for m in (bench_seal, bench_proofs, bench_anchors, bench_claims)}
     return [by_name[n] for n in BENCHMARKS if n in names]
 
 
@@ -79,7 +79,7 @@ def summary(results: list[common.Result], seconds: float, args: argparse.Namespa
     rows = [
         [
             f"{r.name}: {row.figure}",
-            f"{row.ratio:.2f}x",
+            common.ratio_text(row.ratio),
             "-" if row.aim is None else f">= {row.aim:g}x",
             common.met_text(row.met),
         ]

@@ -69,29 +69,55 @@ class ConcurrentTransition(Exception):
 
 def claim_transition(*, claim, to: str, actor=None, reason: str = "", snapshot: dict | None = None):
     """Move ``claim`` to ``to`` if the table allows it and nobody moved it since it was read."""
+    return claim_transitions(claim=claim, steps=[(to, reason, snapshot)], actor=actor)
+
+
+def claim_transitions(
+    *,
+    claim,
+    steps: list[tuple[str, str, dict | None]],
+    actor=None,
+    fields: dict | None = None,
+):
+    """Move ``claim`` through ``steps`` (to, reason, snapshot), each allowed by the table from
+    the one before, in one UPDATE (which also writes ``fields``, other columns of the claim)
+    and one INSERT of a ``ClaimEvent`` per step: what a verification run does on its way from
+    received through verifying to its verdict."""
     from claims.models import BilledAnchor, Claim, ClaimEvent
 
-    old = claim.status
-    if to not in TRANSITIONS.get(old, frozenset()):
-        raise InvalidTransition(old, to)
+    old = at = claim.status
+    leaves_live = False
+    for to, _, _ in steps:
+        if to not in TRANSITIONS.get(at, frozenset()):
+            raise InvalidTransition(at, to)
+        leaves_live |= at in LIVE and to not in LIVE
+        at = to
     now = timezone.now()
+    values = {"updated_at": now, **(fields or {}), "status": at}
     # savepoint=False saves two round trips inside a caller's transaction; nothing inside raises
     # on the expected path, so a caller catching ConcurrentTransition keeps a usable transaction.
     with transaction.atomic(savepoint=False):
-        moved = Claim.objects.filter(pk=claim.pk, status=old).update(status=to, updated_at=now)
+        moved = Claim.objects.filter(pk=claim.pk, status=old).update(**values)
         if moved == 1:
-            if old in LIVE and to not in LIVE:
+            if leaves_live:
                 BilledAnchor.objects.filter(claim_id=claim.pk).update(live=False)
-            ClaimEvent.objects.create(
-                claim_id=claim.pk,
-                at=now,
-                actor=actor,
-                old_status=old,
-                new_status=to,
-                reason=reason,
-                snapshot=snapshot or {},
-            )
+            events, before = [], old
+            for to, reason, snapshot in steps:
+                events.append(
+                    ClaimEvent(
+                        claim_id=claim.pk,
+                        at=values["updated_at"],
+                        actor=actor,
+                        old_status=before,
+                        new_status=to,
+                        reason=reason,
+                        snapshot=snapshot or {},
+                    )
+                )
+                before = to
+            ClaimEvent.objects.bulk_create(events)
     if moved != 1:
         raise ConcurrentTransition(f"claim {claim.pk} is no longer {old}")
-    claim.status, claim.updated_at = to, now
+    for name, value in values.items():
+        setattr(claim, name, value)
     return claim

@@ -4,7 +4,8 @@
 ``received`` or ``verifying`` is left alone, so a redelivered message is a no-op. The checks that
 only read run first, without a lock; then one transaction locks the claim row, reserves the
 anchors (double billing), supersedes or voids an original, replaces this run's check rows and
-moves the claim. Two workers on one claim serialise on the row lock and the second finds it done.
+moves the claim (every step of the run in one UPDATE, ``claim_transitions``). Two workers on
+one claim serialise on the row lock and the second finds it done.
 
 A run is numbered (``Claim.verification_runs``): received -> verifying starts run 1, and
 ``claim_reverify`` (batch jobs) starts the next. While a run waits for a final checkpoint, each
@@ -29,7 +30,7 @@ from claims.checks import fhir as fhir_check
 from claims.checks import ledger as ledger_check
 from claims.checks import signature as signature_check
 from claims.models import Claim, ClaimCheck, ClaimItem
-from claims.states import ClaimStatus, claim_transition
+from claims.states import ClaimStatus, claim_transition, claim_transitions
 
 log = logging.getLogger(__name__)
 S = ClaimStatus
@@ -112,6 +113,8 @@ def _read_checks(ctx: Context) -> tuple[list[Result], billing.Correction | None]
 
 @transaction.atomic
 def _conclude(ctx: Context, results: list[Result], correction) -> Claim:
+    """Lock the claim, check its state again, reserve, record the checks and move the claim:
+    one UPDATE of the claim and one INSERT of its events for the whole run."""
     claim = Claim.objects.select_for_update().get(pk=ctx.claim.pk)
     if claim.status not in WORKING:
         return claim  # another worker concluded it while we were checking
@@ -120,8 +123,9 @@ def _conclude(ctx: Context, results: list[Result], correction) -> Claim:
     now = timezone.now()
     started = claim.status == S.RECEIVED
     run = claim.verification_runs + 1 if started else max(claim.verification_runs, 1)
+    steps: list[tuple[str, str, dict | None]] = []
     if started:
-        claim_transition(claim=claim, to=S.VERIFYING, reason=f"verification run {run}")
+        steps.append((S.VERIFYING, f"verification run {run}", None))
 
     gave_up = _gave_up(claim, results, now)
     if gave_up:  # before billing: a correction that gave up waiting is billed like any claim
@@ -149,29 +153,28 @@ def _conclude(ctx: Context, results: list[Result], correction) -> Claim:
     if FAIL in outcomes:
         first = next(r for r in results if r.outcome == FAIL)
         verdict = S.REJECTED
-        claim_transition(claim=claim, to=verdict, reason=first.sentence, snapshot=snapshot)
+        steps.append((verdict, first.sentence, snapshot))
     elif WAIT in outcomes:
         verdict = None
         first = next(r for r in results if r.outcome == WAIT)
         if claim.waiting_since is None:
-            claim_transition(claim=claim, to=S.VERIFYING, reason=first.sentence, snapshot=snapshot)
+            steps.append((S.VERIFYING, first.sentence, snapshot))
             fields["waiting_since"] = now
     else:
         verdict = S.NEEDS_REVIEW if WARN in outcomes else S.VERIFIED
         reason = next((r.sentence for r in results if r.outcome == WARN), "every check passed")
-        claim_transition(claim=claim, to=verdict, reason=reason, snapshot=snapshot)
+        steps.append((verdict, reason, snapshot))
     if verdict is not None:
         fields.update(verdict=verdict, waiting_since=None)
-    Claim.objects.filter(pk=claim.pk).update(**fields)
-    for name, value in fields.items():
-        setattr(claim, name, value)
     if voided:
-        claim_transition(
-            claim=claim,
-            to=S.VOIDED,
-            reason=f"a void request: it voided claim {correction.named} and is not paid itself",
-            snapshot=snapshot,
-        )
+        reason = f"a void request: it voided claim {correction.named} and is not paid itself"
+        steps.append((S.VOIDED, reason, snapshot))
+    if steps:
+        claim_transitions(claim=claim, steps=steps, fields=fields)
+    else:  # still waiting, as the last attempt of this run was
+        Claim.objects.filter(pk=claim.pk).update(**fields)
+        for name, value in fields.items():
+            setattr(claim, name, value)
     _adjudicate(ctx, claim.status, results)
     return claim
 

@@ -20,6 +20,7 @@ from datetime import datetime
 from functools import lru_cache
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import Count, IntegerField, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
@@ -192,9 +193,25 @@ def _elsewhere(evidence: dict) -> str:
 # --- checkpoints --------------------------------------------------------------------------------
 
 
+# The newest checkpoint with every stored cosignature and its key: one round trip.
+_LATEST_SQL = """
+SELECT c.id, c.size, c.root_hash, c.note, s.line, k.verifier_key, m.name, k.purpose, k.revoked_at
+FROM (SELECT id, size, root_hash, note FROM ledger_checkpoint ORDER BY size DESC LIMIT 1) AS c
+LEFT JOIN ledger_cosignature AS s ON s.checkpoint_id = c.id
+LEFT JOIN ledger_memberkey AS k ON k.id = s.key_id
+LEFT JOIN ledger_member AS m ON m.id = s.member_id
+"""
+
+
 def _checkpoints(min_index: int) -> tuple[dict | None, dict | None]:
     """The newest checkpoint and the newest one whose stored cosignatures from live keys reach
-    the quorum (a candidate: :func:`_judge` decides), both as dicts with their cosignatures."""
+    the quorum (a candidate: :func:`_judge` decides), both as dicts with their cosignatures.
+    When the newest reaches the quorum (the usual case) this is one round trip."""
+    latest = _latest_checkpoint()
+    if latest is None:
+        return None, None
+    if latest["n"] >= settings.LEDGER_QUORUM:
+        return latest, latest
     live = (
         Cosignature.objects.filter(
             checkpoint=OuterRef("pk"),
@@ -206,32 +223,35 @@ def _checkpoints(min_index: int) -> tuple[dict | None, dict | None]:
         .annotate(n=Count("pk"))
         .values("n")
     )
-    fields = ("pk", "size", "root_hash", "note", "n")
-    counted = Checkpoint.objects.annotate(
-        n=Coalesce(Subquery(live, output_field=IntegerField()), 0)
-    ).order_by("-size")
-    latest = counted.values(*fields).first()
-    if latest is None:
-        return None, None
-    if latest["n"] >= settings.LEDGER_QUORUM:
-        fallback = latest
-    else:  # scans back from the head and stops at the first; bounded by the leaf's index
-        fallback = (
-            counted.filter(size__gt=min_index, n__gte=settings.LEDGER_QUORUM)
-            .values(*fields)
-            .first()
-        )
-    ids = {latest["pk"]} | ({fallback["pk"]} if fallback else set())
-    lines: dict[int, list] = {i: [] for i in ids}
-    for checkpoint_id, *rest in Cosignature.objects.filter(checkpoint_id__in=ids).values_list(
-        "checkpoint_id", "line", "key__verifier_key", "member__name", "key__purpose",
-        "key__revoked_at",
-    ):  # fmt: skip
-        lines[checkpoint_id].append(tuple(rest))
-    for row in (latest, fallback):
-        if row is not None:
-            row["cosignatures"] = tuple(sorted(lines[row["pk"]]))
+    # scans back from the head and stops at the first; bounded by the leaf's index
+    fallback = (
+        Checkpoint.objects.annotate(n=Coalesce(Subquery(live, output_field=IntegerField()), 0))
+        .order_by("-size")
+        .filter(size__gt=min_index, n__gte=settings.LEDGER_QUORUM)
+        .values("pk", "size", "root_hash", "note", "n")
+        .first()
+    )
+    if fallback is not None:
+        fallback["cosignatures"] = tuple(sorted(
+            Cosignature.objects.filter(checkpoint_id=fallback["pk"]).values_list(
+                "line", "key__verifier_key", "member__name", "key__purpose", "key__revoked_at"
+            )
+        ))  # fmt: skip
     return latest, fallback
+
+
+def _latest_checkpoint() -> dict | None:
+    with connection.cursor() as cursor:
+        cursor.execute(_LATEST_SQL)
+        rows = cursor.fetchall()
+    if not rows:
+        return None
+    pk, size, root_hash, note_text = rows[0][:4]
+    cosignatures = tuple(sorted(tuple(r[4:]) for r in rows if r[4] is not None))
+    live = sum(1 for *_, purpose, revoked in cosignatures
+               if purpose == MemberKey.Purpose.COSIGN and revoked is None)  # fmt: skip
+    return {"pk": pk, "size": size, "root_hash": root_hash, "note": note_text, "n": live,
+            "cosignatures": cosignatures}  # fmt: skip
 
 
 def _judge_row(row: dict) -> Judged:

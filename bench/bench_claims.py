@@ -1,0 +1,290 @@
+"""Benchmark 4: claims, verification throughput of one worker and intake, against raw Ed25519.
+
+Claims are built the way tests/claims/factories.py builds them (its builders are reused): a
+provider of the demo member ``stmarys.example`` with a registered JWS key; each claim bills 1 or
+2 Procedures, anchored with ``anchor_append_many`` in NDJSON-sized batches, sealed and cosigned
+once (``ledger_seal_and_cosign``), then wrapped in a signed Bundle. Nothing is mocked.
+
+* **verification** (timed): ``claims.verification.claim_verify`` in-process on claims submitted
+  beforehand (untimed), one claim after another, as one worker does. Every claim must end
+  ``verified``. Reference: the faster Ed25519 binding, measured in the same run.
+* **intake** (timed): ``claims.services.claim_submit`` on pre-signed bodies (context: same
+  reference). Queuing the task goes to the configured broker (the filesystem broker under the
+  bench's temporary var directory unless ``CELERY_BROKER_URL`` says otherwise).
+
+Then the queries one verification makes (``CaptureQueriesContext``) and a cProfile of
+verification, so the next step is clear.
+"""
+
+from __future__ import annotations
+
+import cProfile
+import io
+import itertools
+import pstats
+import random
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from bench.bench_anchors import _trim_profile, ed25519_contenders
+from bench.common import Result, Row, Sizes, best, best_rates, fmt, spread, table
+
+NAME = "claims"
+TITLE = "4. Claims: verification (claim_verify) and intake (claim_submit) vs raw Ed25519"
+AIM = 0.5
+BATCH = 500  # anchors per anchor_append_many call, as an EHR posting NDJSON
+MEMBER = "stmarys.example"
+
+# (label, path suffix, function name): where a verification's time goes.
+PROFILE_BUCKETS = [
+    ("Django ORM, queries end to end (execute_sql)", "django/db/models/sql/compiler.py",
+     "execute_sql"),
+    ("PostgreSQL round trips (psycopg execute)", "psycopg/cursor.py", "execute"),
+    ("signature check (checks.signature.check)", "claims/checks/signature.py", "check"),
+    ("fhir check (checks.fhir.check)", "claims/checks/fhir.py", "check"),
+    ("  FHIR validation (fhir_validation.validate_bundle)", "claims/fhir_validation.py",
+     "validate_bundle"),
+    ("  exact JSON (money.loads)", "claims/money.py", "loads"),
+    ("disclosures (disclosure.disclosed_procedures)", "claims/disclosure.py",
+     "disclosed_procedures"),
+    ("procedure checks (checks.ledger.check)", "claims/checks/ledger.py", "check"),
+    ("binding (checks.binding.check)", "claims/checks/binding.py", "check"),
+    ("business (checks.business.check)", "claims/checks/business.py", "check"),
+    ("the writing transaction (verification._conclude)", "claims/verification.py", "_conclude"),
+    ("Ed25519 verify (jws._verify_raw)", "claims/jws.py", "_verify_raw"),
+    ("RFC 8785 canonical JSON (rfc8785.dumps)", "rfc8785/_impl.py", "dumps"),
+]  # fmt: skip
+
+
+def _factories():
+    from tests.claims import factories
+
+    return factories
+
+
+def anchored_procedures(count: int, seed: int = 1) -> list[Any]:
+    """``count`` Procedures anchored by MEMBER in batches of BATCH, then sealed and cosigned."""
+    from ledger import anchor, services
+
+    f = _factories()
+    rng = random.Random(seed)
+    signer = f.member_anchor_key(MEMBER)
+    when = datetime.now(UTC) - timedelta(minutes=5)
+    procs = [f.procedure() for _ in range(count)]
+    salts = [rng.randbytes(anchor.SALT_BYTES) for _ in procs]
+    datas = [
+        anchor.statement_sign(commitment=anchor.commitment(s, p), signer_key=signer, timestamp=when)
+        for s, p in zip(salts, procs, strict=True)
+    ]
+    out = []
+    for start in range(0, count, BATCH):
+        results = services.anchor_append_many(datas=datas[start : start + BATCH])
+        for offset, r in enumerate(results):
+            if not getattr(r, "created", False):
+                raise RuntimeError(f"anchoring a fresh Procedure failed: {r}")
+            p = start + offset
+            out.append(f.Anchored(procs[p], salts[p], r.leaf.index, r.leaf.leaf_hash))
+    services.ledger_seal_and_cosign()
+    return out
+
+
+def signed_bodies(kit, count: int, seed: int = 2) -> list[bytes]:
+    """``count`` signed claim Bundles, each billing 1 or 2 freshly anchored Procedures."""
+    f = _factories()
+    rng = random.Random(seed)
+    shapes = [rng.choice((1, 2)) for _ in range(count)]
+    anchored = iter(anchored_procedures(sum(shapes)))
+    bodies = []
+    for n in shapes:
+        billed = list(itertools.islice(anchored, n))
+        claim = f.claim_resource(billed, organization=kit.organization)
+        bodies.append(f.signed_body(kit, claim, billed))
+    return bodies
+
+
+_keys = itertools.count(1)
+_SAVEPOINT = re.compile(r'SAVEPOINT "[^"]+"')
+_NUMBERS = re.compile(r"\d+")
+
+
+def submit_all(kit, bodies: list[bytes]) -> list[int]:
+    from claims.services import claim_submit
+
+    return [
+        claim_submit(
+            provider=kit.provider, user=kit.user, body=b, idempotency_key=f"bench-{next(_keys)}"
+        ).claim.pk
+        for b in bodies
+    ]
+
+
+def _verifier(ids: list[int], rounds: int):
+    from claims.states import ClaimStatus
+    from claims.verification import claim_verify
+
+    per_round = len(ids) // rounds
+    slices = iter(ids[i * per_round : (i + 1) * per_round] for i in range(rounds))
+
+    def verify() -> int:
+        batch = next(slices)
+        for claim_id in batch:
+            claim = claim_verify(claim_id=claim_id)
+            if claim.status != ClaimStatus.VERIFIED:
+                raise RuntimeError(f"claim {claim_id} ended {claim.status}, not verified")
+        return len(batch)
+
+    return verify
+
+
+def _submitter(kit, bodies: list[bytes], rounds: int):
+    per_round = len(bodies) // rounds
+    slices = iter(bodies[i * per_round : (i + 1) * per_round] for i in range(rounds))
+
+    def submit() -> int:
+        batch = next(slices)
+        submit_all(kit, batch)
+        return len(batch)
+
+    return submit
+
+
+def count_queries(ids: list[int]) -> tuple[float, dict[str, list[float]]]:
+    """Queries per verification, and per statement (its first 70 characters): how many per
+    claim and the milliseconds they take per claim."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from claims.verification import claim_verify
+
+    with CaptureQueriesContext(connection) as ctx:
+        for claim_id in ids:
+            claim_verify(claim_id=claim_id)
+    shapes: dict[str, list[float]] = {}
+    for q in ctx.captured_queries:
+        sql = _NUMBERS.sub("N", _SAVEPOINT.sub("SAVEPOINT", " ".join(q["sql"].split())))[:70]
+        seen = shapes.setdefault(sql, [0, 0.0])
+        seen[0] += 1 / len(ids)
+        seen[1] += float(q["time"]) * 1e3 / len(ids)
+    return len(ctx.captured_queries) / len(ids), shapes
+
+
+def profile_verifications(ids: list[int]) -> tuple[str, list[dict[str, Any]]]:
+    from claims.verification import claim_verify
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for claim_id in ids:
+        claim_verify(claim_id=claim_id)
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("cumulative").print_stats(25)
+    return out.getvalue(), _buckets(stats, len(ids))
+
+
+def _buckets(stats: pstats.Stats, count: int) -> list[dict[str, Any]]:
+    raw = stats.stats  # type: ignore[attr-defined]
+    total = stats.total_tt  # type: ignore[attr-defined]
+    out = []
+    for label, suffix, func in PROFILE_BUCKETS:
+        entries = [v for (path, _, name), v in raw.items() if path.endswith(suffix)
+                   and name == func]  # fmt: skip
+        # cumulative time of a recursive function counts once: the outermost calls (cc < nc)
+        seconds = sum(v[3] for v in entries)
+        calls = sum(v[1] for v in entries)
+        out.append(
+            {
+                "what": label,
+                "calls_per_claim": calls / count,
+                "us_per_claim": seconds / count * 1e6,
+                "share": seconds / total if total else 0.0,
+            }
+        )
+    return out
+
+
+def run(sizes: Sizes, state: dict[str, Any]) -> Result:
+    result = Result(NAME, TITLE)
+    state.pop("log", None)
+    rounds = sizes.rounds
+    per_round = sizes.claims_per_round
+    kit = _factories().make_provider(MEMBER)
+
+    # Everything below the line is built untimed, before any round.
+    verify_count = per_round * rounds
+    probe = 40  # warm-up (the tile cache), then the query count
+    bodies = signed_bodies(kit, verify_count + probe + sizes.claims_profiled + per_round * rounds)
+    to_verify = bodies[: verify_count + probe + sizes.claims_profiled]
+    to_submit = bodies[len(to_verify) :]
+    ids = submit_all(kit, to_verify)
+    warm, timed_ids = ids[:probe], ids[probe : probe + verify_count]
+    profiled = ids[probe + verify_count :]
+    _verifier(warm[: probe // 2], 1)()
+    per_claim_queries, shapes = count_queries(warm[probe // 2 :])
+
+    contenders = ed25519_contenders(sizes.ed25519_verifies)
+    contenders["claim_verify"] = _verifier(timed_ids, rounds)
+    contenders["claim_submit"] = _submitter(kit, to_submit, rounds)
+    rates = best_rates(contenders, rounds)
+    verify_rates = rates.pop("claim_verify")
+    submit_rates = rates.pop("claim_submit")
+    ref_name, ref_rate = max(((k, best(v)) for k, v in rates.items()), key=lambda kv: kv[1])
+    verified, submitted = best(verify_rates), best(submit_rates)
+    procedures = sum(body.count(b'"resourceType": "Procedure"') for body in to_verify) / len(
+        to_verify
+    )
+    result.rows.append(
+        Row(
+            figure="claim_verify, one worker in-process (claims/s)",
+            value=verified,
+            unit="",
+            reference=f"{ref_name} (faster binding)",
+            reference_value=ref_rate,
+            aim=AIM,
+            note=f"{procedures:.2f} Procedures per claim, {per_claim_queries:.1f} queries",
+        )
+    )
+    result.rows.append(
+        Row(
+            figure="context: claim_submit in-process (claims/s)",
+            value=submitted,
+            unit="",
+            reference=f"{ref_name} (faster binding)",
+            reference_value=ref_rate,
+        )
+    )
+    profile_text, buckets = profile_verifications(profiled)
+    result.details = {
+        "claims_per_round": per_round,
+        "procedures_per_claim": procedures,
+        "queries_per_verification": per_claim_queries,
+        "ed25519_rates": {k: best(v) for k, v in rates.items()},
+        "profile_top25": profile_text,
+        "profile_buckets": buckets,
+    }
+    for name, values in rates.items():
+        print(f"  {name:<38} {fmt(best(values))} verifies/s ({spread(values)})")
+    print(
+        f"  claim_verify: {fmt(verified)} claims/s = {1e3 / verified:.2f} ms per claim "
+        f"({spread(verify_rates)}); {procedures:.2f} Procedures per claim"
+    )
+    print(
+        f"  claim_submit: {fmt(submitted)} claims/s = {1e3 / submitted:.2f} ms per claim "
+        f"({spread(submit_rates)})"
+    )
+    print(f"\n  queries per verification: {per_claim_queries:.1f}; by statement:")
+    rows = [[sql, f"{n:.2f}", f"{ms:.2f}"] for sql, (n, ms) in shapes.items()]
+    print("    " + table(["statement", "per claim", "ms per claim"], rows).replace("\n", "\n    "))
+    print(f"\n  cProfile of {len(profiled)} verifications, top 25 by cumulative time:")
+    print("    " + _trim_profile(profile_text).replace("\n", "\n    "))
+    print("  where a verification's time goes (cumulative, overlapping):")
+    body = [
+        [b["what"], f"{b['calls_per_claim']:.1f}", f"{b['us_per_claim']:.0f}", f"{b['share']:.0%}"]
+        for b in buckets
+    ]
+    print(
+        "    " + table(["call", "calls/claim", "us/claim", "share"], body).replace("\n", "\n    "),
+        flush=True,
+    )
+    return result
