@@ -190,6 +190,19 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = max(
     2_621_440, LEDGER_ANCHOR_BATCH_MAX * (LEDGER_ANCHOR_MAX_BYTES + 2) + 1024
 )
 LEDGER_ANCHOR_MAX_SKEW = timedelta(seconds=env.int("LEDGER_ANCHOR_MAX_SKEW_S", default=300))
+# --- the consortium (docs/consortium.md) --------------------------------------------------------
+# This node as a C2SP tlog-witness: the name it cosigns under ("" = no witness; its key from
+# LEDGER_WITNESS_KEY_<NAME> or var/keys/witnesses/<name>.key) and the logs it follows, as JSON
+# {"<origin>": "<log verifier key>"}.
+LEDGER_WITNESS_NAME = env("LEDGER_WITNESS_NAME", default="")
+LEDGER_WITNESS_LOGS = env.json("LEDGER_WITNESS_LOGS", default={})
+LEDGER_WITNESS_MAX_BODY = env.int("LEDGER_WITNESS_MAX_BODY", default=65536)
+# The operator asking witnesses over HTTP: per-request timeout, retries with doubling backoff,
+# and how many witnesses are asked at once.
+LEDGER_WITNESS_TIMEOUT_S = env.float("LEDGER_WITNESS_TIMEOUT_S", default=3.0)
+LEDGER_WITNESS_RETRIES = env.int("LEDGER_WITNESS_RETRIES", default=2)
+LEDGER_WITNESS_BACKOFF_S = env.float("LEDGER_WITNESS_BACKOFF_S", default=0.25)
+LEDGER_WITNESS_PARALLEL = env.int("LEDGER_WITNESS_PARALLEL", default=8)
 if LEDGER_QUORUM < 1:
     raise ImproperlyConfigured("LEDGER_QUORUM must be at least 1")
 

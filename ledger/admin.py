@@ -21,7 +21,7 @@ class MemberKeyInline(admin.TabularInline):
 
 @admin.register(Member)
 class MemberAdmin(admin.ModelAdmin):
-    list_display = ["name", "display_name", "created_at"]
+    list_display = ["name", "display_name", "witness_url", "created_at"]
     search_fields = ["name", "display_name"]
     inlines = [MemberKeyInline]
 

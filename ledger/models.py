@@ -52,6 +52,13 @@ class Member(models.Model):
 
     name = models.CharField(max_length=120, unique=True, validators=[note_name])
     display_name = models.CharField(max_length=200, blank=True)
+    witness_url = models.URLField(
+        blank=True,
+        help_text=(
+            "The submission prefix of the member's C2SP tlog-witness (the log operator POSTs "
+            "to <prefix>/add-checkpoint). Empty: its witness is hosted on this node."
+        ),
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 
 import psycopg
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from config.errors import Conflict, DomainError, TooLarge, Unprocessable
-from ledger import anchor, keys, merkle, note, proofs, witness
+from ledger import anchor, conf, keys, merkle, note, proofs, witness, witness_client
 from ledger.checkpoint import Checkpoint as CheckpointBody
 from ledger.models import Checkpoint, Cosignature, Leaf, LedgerLock, MemberKey, TreeNode
+from ledger.witness_client import WitnessUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -406,22 +408,33 @@ def ledger_seal(*, max_leaves: int | None = None) -> Checkpoint | None:
 # --- cosigning -------------------------------------------------------------------------------
 
 
-class WitnessUnavailable(Exception):
-    """The witness could not be asked (no key on this node; later: network failure)."""
-
-
 def cosignature_request(
     *, member_key: MemberKey, note_text: str, old_size: int, proof: list[bytes]
 ) -> str:
     """Ask a member's witness to cosign; return its cosignature line.
 
-    The one place that talks to a witness. Today every witness is hosted on this node (its key in
-    var/keys/witnesses/); the consortium issue turns this into a C2SP tlog-witness HTTP call.
-    Raises :class:`witness.WitnessRefusal` subclasses exactly as the protocol answers.
+    The one place that talks to a witness. A member with a ``witness_url`` is asked over HTTP
+    (C2SP tlog-witness ``add-checkpoint``, :mod:`ledger.witness_client`: short timeout, bounded
+    retries with backoff); it touches no database, so witnesses can be asked in parallel. A member
+    without one is a witness hosted on this node (its key in var/keys/witnesses/). Raises
+    :class:`witness.WitnessRefusal` subclasses exactly as the protocol answers, and
+    :class:`WitnessUnavailable` when the witness cannot be asked.
     """
-    signer = keys.local_witness_signer_key(member_key.member.name)
+    member = member_key.member
+    if member.witness_url:
+        lines = witness_client.request_cosignatures(
+            member.witness_url,
+            old_size=old_size,
+            proof=proof,
+            note_text=note_text,
+            timeout=conf.witness_timeout_s(),
+            retries=conf.witness_retries(),
+            backoff=conf.witness_backoff_s(),
+        )
+        return _line_by(member_key, note_text, lines)
+    signer = keys.local_witness_signer_key(member.name)
     if signer is None or note.verifier_key(signer) != member_key.verifier_key:
-        raise WitnessUnavailable(f"no reachable witness for {member_key.member.name}")
+        raise WitnessUnavailable(f"no reachable witness for {member.name}")
     return witness.witness_add_checkpoint(
         witness_signer_key=signer,
         log_verifier_keys={settings.LEDGER_ORIGIN: keys.operator_verifier_key()},
@@ -429,6 +442,20 @@ def cosignature_request(
         proof=proof,
         note_text=note_text,
     )
+
+
+def _line_by(member_key: MemberKey, note_text: str, lines: list[str]) -> str:
+    """The answered line that is a valid cosignature by the member's key (others are ignored,
+    as the protocol asks)."""
+    for line in lines:
+        try:
+            if note.verify_cosignature(
+                note.add_signatures(note_text, [line]), [member_key.verifier_key]
+            ):
+                return line
+        except note.NoteError:
+            continue
+    raise note.NoteError(f"no cosignature by {member_key.verifier_key} in the witness's answer")
 
 
 def _last_cosigned_size(member_id: int) -> int:
@@ -441,11 +468,16 @@ def _last_cosigned_size(member_id: int) -> int:
     return last or 0
 
 
+_Outcome = str | Exception  # a cosignature line, or why there is none
+_REFUSED = (witness.WitnessRefusal, WitnessUnavailable, note.NoteError, proofs.SizeError)
+
+
 def checkpoint_cosign(*, checkpoint: Checkpoint) -> dict[str, str]:
     """Gather cosignatures from every witness that has not cosigned ``checkpoint`` yet.
 
-    Returns ``{member name: outcome}``. A witness that refuses or is down is skipped and asked
-    again at the next seal; it never blocks the others.
+    Returns ``{member name: outcome}``. Witnesses reached over HTTP are asked in parallel; a
+    witness that refuses, is slow or is down is skipped and asked again at the next seal, and
+    never blocks the others for longer than its bounded attempts.
     """
     outcomes: dict[str, str] = {}
     done = set(
@@ -454,37 +486,53 @@ def checkpoint_cosign(*, checkpoint: Checkpoint) -> dict[str, str]:
     witnesses = MemberKey.objects.select_related("member").filter(
         purpose=MemberKey.Purpose.COSIGN, revoked_at__isnull=True
     )
+    asked: list[tuple[MemberKey, int]] = []
     for member_key in witnesses:
-        name = member_key.member.name
         if member_key.member_id in done:
-            outcomes[name] = "already cosigned"
-            continue
-        old_size = _last_cosigned_size(member_key.member_id)
-        try:
-            line = _request_with_retry(member_key, checkpoint, old_size)
-            timestamps = note.verify_cosignature(
-                note.add_signatures(checkpoint.note, [line]), [member_key.verifier_key]
-            )
-            if name not in timestamps:
-                raise note.NoteError(f"the cosignature is not by {name}")
-        except (witness.WitnessRefusal, WitnessUnavailable, note.NoteError, proofs.SizeError) as e:
-            log.warning("witness %s did not cosign checkpoint %s: %s", name, checkpoint.size, e)
-            outcomes[name] = f"refused: {e}"
-            continue
-        try:
-            with transaction.atomic():
-                Cosignature.objects.create(
-                    checkpoint=checkpoint,
-                    member=member_key.member,
-                    key=member_key,
-                    timestamp=timestamps[name],
-                    line=line,
-                    received_at=timezone.now(),
-                )
-        except IntegrityError:
-            pass  # a concurrent gatherer stored it first
-        outcomes[name] = "cosigned"
+            outcomes[member_key.member.name] = "already cosigned"
+        else:
+            asked.append((member_key, _last_cosigned_size(member_key.member_id)))
+    results: dict[int, _Outcome] = _ask_remote(
+        [(mk, old) for mk, old in asked if mk.member.witness_url], checkpoint
+    )
+    for member_key, old_size in asked:
+        if not member_key.member.witness_url:
+            try:
+                results[member_key.pk] = _request_with_retry(member_key, checkpoint, old_size)
+            except _REFUSED as exc:
+                results[member_key.pk] = exc
+    for member_key, _old in asked:
+        outcomes[member_key.member.name] = _store(member_key, checkpoint, results[member_key.pk])
     return outcomes
+
+
+def _store(member_key: MemberKey, checkpoint: Checkpoint, result: _Outcome) -> str:
+    """Verify an answered line and keep it as a Cosignature row; the outcome for the report."""
+    name = member_key.member.name
+    try:
+        if isinstance(result, Exception):
+            raise result
+        timestamps = note.verify_cosignature(
+            note.add_signatures(checkpoint.note, [result]), [member_key.verifier_key]
+        )
+        if name not in timestamps:
+            raise note.NoteError(f"the cosignature is not by {name}")
+    except _REFUSED as e:
+        log.warning("witness %s did not cosign checkpoint %s: %s", name, checkpoint.size, e)
+        return f"refused: {e}"
+    try:
+        with transaction.atomic():
+            Cosignature.objects.create(
+                checkpoint=checkpoint,
+                member=member_key.member,
+                key=member_key,
+                timestamp=timestamps[name],
+                line=result,
+                received_at=timezone.now(),
+            )
+    except IntegrityError:
+        pass  # a concurrent gatherer stored it first
+    return "cosigned"
 
 
 def _request_with_retry(member_key: MemberKey, checkpoint: Checkpoint, old_size: int) -> str:
@@ -495,10 +543,59 @@ def _request_with_retry(member_key: MemberKey, checkpoint: Checkpoint, old_size:
                 member_key=member_key, note_text=checkpoint.note, old_size=old_size, proof=proof
             )
         except witness.SizeConflict as exc:
-            if exc.size is None or exc.size > checkpoint.size or exc.size == old_size:
+            if not _can_prove_from(exc, checkpoint, old_size):
                 raise
             old_size = exc.size  # the witness is elsewhere; prove from where it is
     raise witness.SizeConflict("the witness keeps moving", size=old_size)
+
+
+def _can_prove_from(exc: witness.SizeConflict, checkpoint: Checkpoint, old_size: int) -> bool:
+    return exc.size is not None and exc.size <= checkpoint.size and exc.size != old_size
+
+
+def _ask_remote(asked: list[tuple[MemberKey, int]], checkpoint: Checkpoint) -> dict[int, _Outcome]:
+    """Ask the HTTP witnesses in parallel, as :func:`_request_with_retry` does one by one: proofs
+    are read here (this thread, this transaction), only the HTTP calls run in the pool. A 409
+    is answered with a proof from the size the witness reported, once."""
+    results: dict[int, _Outcome] = {}
+    if not asked:
+        return results
+    workers = min(conf.witness_parallel(), len(asked))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="witness") as pool:
+        for _round in range(2):
+            futures = {}
+            for member_key, old_size in asked:
+                try:
+                    proof = proofs.consistency(
+                        old_size, checkpoint.size, sealed_size=checkpoint.size
+                    )
+                except proofs.SizeError as exc:
+                    results[member_key.pk] = exc
+                    continue
+                future = pool.submit(_ask_one, member_key, checkpoint.note, old_size, proof)
+                futures[future] = (member_key, old_size)
+            asked = []
+            for future, (member_key, old_size) in futures.items():
+                try:
+                    results[member_key.pk] = future.result()
+                except witness.SizeConflict as exc:
+                    results[member_key.pk] = exc
+                    if _can_prove_from(exc, checkpoint, old_size):
+                        asked.append((member_key, exc.size))
+                except _REFUSED as exc:
+                    results[member_key.pk] = exc
+            if not asked:
+                break
+    return results
+
+
+def _ask_one(member_key: MemberKey, note_text: str, old_size: int, proof: list[bytes]) -> str:
+    try:
+        return cosignature_request(
+            member_key=member_key, note_text=note_text, old_size=old_size, proof=proof
+        )
+    finally:
+        connections.close_all()  # this pool thread's own connections, should it have opened any
 
 
 def checkpoint_cosigners(checkpoint: Checkpoint) -> list[Cosignature]:

@@ -53,7 +53,7 @@ class BadProof(WitnessRefusal):
 def witness_add_checkpoint(
     *,
     witness_signer_key: str,
-    log_verifier_keys: dict[str, str],
+    log_verifier_keys: dict[str, str] | dict[str, list[str]],
     old_size: int,
     proof: list[bytes],
     note_text: str,
@@ -61,7 +61,8 @@ def witness_add_checkpoint(
 ) -> str:
     """Cosign ``note_text`` if it extends what this witness last cosigned; return the line.
 
-    ``log_verifier_keys`` maps each log origin this witness follows to the log's verifier key.
+    ``log_verifier_keys`` maps each log origin this witness follows to the log's verifier key
+    (or a list of them: a signature by any one of them will do).
     """
     try:
         cp = Checkpoint.parse(note.split_note(note_text)[0])
@@ -71,7 +72,7 @@ def witness_add_checkpoint(
     if log_key is None:
         raise UnknownLog(f"this witness does not follow the log {cp.origin!r}")
     try:
-        note.verify(note_text, [log_key])
+        note.verify(note_text, [log_key] if isinstance(log_key, str) else log_key)
     except note.NoteError as exc:
         raise NotSigned(f"the checkpoint is not signed by the log's key: {exc}") from exc
     if not 0 <= old_size <= cp.size:
