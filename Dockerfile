@@ -6,6 +6,7 @@ COPY pyproject.toml README.md ./
 COPY config config
 COPY ledger ledger
 COPY claims claims
+COPY jobs jobs
 COPY claimproof_cli claimproof_cli
 COPY templates templates
 COPY manage.py ./

@@ -2,8 +2,8 @@
 claims.states.claim_transition)."""
 
 from django.contrib import admin, messages
-from django.utils import timezone
 
+from claims import services
 from claims.models import Claim, ClaimCheck, ClaimEvent, Provider, ProviderKey, ProviderUser
 
 
@@ -40,9 +40,10 @@ class ProviderKeyAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected keys now (signatures before now stay valid)")
     def revoke_now(self, request, queryset):
-        n = queryset.filter(revoked_at__isnull=True).update(
-            revoked_at=timezone.now(), revocation_reason="revoked by an operator in the admin"
-        )
+        n = 0
+        for key in queryset.filter(revoked_at__isnull=True):
+            services.provider_key_revoke(key=key, reason="revoked by an operator in the admin")
+            n += 1
         self.message_user(request, f"{n} key(s) revoked.", messages.SUCCESS)
 
 

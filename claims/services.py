@@ -93,7 +93,15 @@ def provider_key_revoke(
     key.revoked_at = at or timezone.now()
     key.revocation_reason = reason.strip()
     key.save(update_fields=["revoked_at", "revocation_reason"])
+    transaction.on_commit(lambda: _reverify_signed_by(key))
     return key
+
+
+def _reverify_signed_by(key: ProviderKey) -> None:
+    """Once the revocation is committed: a batch job re-verifies every claim the key signed."""
+    from jobs.services import job_start_for_revoked_key
+
+    job_start_for_revoked_key(kid=key.kid, reason=key.revocation_reason)
 
 
 # --- intake --------------------------------------------------------------------------------------

@@ -47,6 +47,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "ledger",
     "claims",
+    "jobs",
 ]
 
 MIDDLEWARE = [
@@ -221,6 +222,15 @@ CELERY_BEAT_SCHEDULE = {
         "task": "ledger.tasks.ledger_audit_task",
         "schedule": timedelta(days=1),
     },
+    "jobs-verify-nightly": {
+        "task": "jobs.tasks.jobs_nightly_task",
+        "schedule": timedelta(days=1),
+    },
+    "jobs-sweep": {
+        "task": "jobs.tasks.jobs_sweep_task",
+        "schedule": timedelta(minutes=5),
+        "options": {"expires": 240},
+    },
 }
 
 # --- claims ------------------------------------------------------------------------------------
@@ -234,6 +244,11 @@ CLAIMS_VERIFY_BACKOFF_BASE_S = env.float("CLAIMS_VERIFY_BACKOFF_BASE_S", default
 CLAIMS_VERIFY_BACKOFF_MAX_S = env.float("CLAIMS_VERIFY_BACKOFF_MAX_S", default=300.0)
 # The sweeper re-queues claims stuck in received/verifying longer than this.
 CLAIMS_SWEEP_AFTER_S = env.int("CLAIMS_SWEEP_AFTER_S", default=600)
+
+# --- batch jobs (docs/jobs.md) -----------------------------------------------------------------
+JOBS_CHUNK_SIZE = env.int("JOBS_CHUNK_SIZE", default=200)  # claims per chunk task
+# The sweeper re-queues a job's planning or chunks when the job has not moved for this long.
+JOBS_SWEEP_AFTER_S = env.int("JOBS_SWEEP_AFTER_S", default=900)
 
 LOGGING = {
     "version": 1,

@@ -1,0 +1,469 @@
+"""Every write of batch jobs: start, plan, process a chunk, finish, cancel; and progress.
+
+* ``job_start`` records a queued job and queues ``job_run_task`` once committed.
+* ``job_plan`` splits the scope into chunks with keyset iteration
+  (``.filter(id__gt=last).order_by("id")[:size]``): it never holds more than one chunk of ids.
+  Each chunk is created (unique per job and number) together with ``total += len(ids)``; a
+  redelivered planner resumes after the last planned chunk.
+* ``chunk_process`` re-verifies each claim of a chunk in its own transaction, which also writes
+  the claim's ``BatchResult``; then one transaction moves the chunk to ``done`` (compare-and-set)
+  and adds its counts to the job with ``F()``. Run twice, or again after a worker died half way,
+  it counts each claim once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import InterfaceError, OperationalError, transaction
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from claims.models import Claim, ClaimCheck, Provider, ProviderKey
+from claims.states import TRANSITIONS, ClaimStatus, claim_transition
+from claims.verification import claim_verify
+from config.errors import Conflict, Unprocessable
+from jobs.models import BatchChunk, BatchJob, BatchResult
+
+log = logging.getLogger(__name__)
+S = ClaimStatus
+J = BatchJob.Status
+R = BatchResult.Outcome
+# States a claim may be re-verified from (claims/states.py: -> verifying).
+REVERIFIABLE = frozenset(s for s, nxt in TRANSITIONS.items() if S.VERIFYING in nxt) - {
+    S.RECEIVED,
+    S.VERIFYING,
+}
+SCOPE_KEYS = frozenset({"all", "provider", "kid", "since", "until", "checkpoint"})
+
+
+def chunk_size() -> int:
+    return max(1, int(getattr(settings, "JOBS_CHUNK_SIZE", 200)))
+
+
+# --- scope ---------------------------------------------------------------------------------------
+
+
+def scope_clean(scope: dict) -> dict:
+    """The scope as stored: known keys only, values checked. Raises ``Unprocessable``."""
+    if not isinstance(scope, dict) or not scope:
+        raise Unprocessable('a scope is a JSON object, e.g. {"all": true}', code="bad_scope")
+    unknown = set(scope) - SCOPE_KEYS
+    if unknown:
+        raise Unprocessable(f"unknown scope keys: {', '.join(sorted(unknown))}", code="bad_scope")
+    clean: dict = {}
+    if scope.get("all"):
+        if len(scope) > 1:
+            raise Unprocessable("'all' takes no other scope keys", code="bad_scope")
+        return {"all": True}
+    if "provider" in scope:
+        try:
+            clean["provider"] = int(scope["provider"])
+        except (TypeError, ValueError) as exc:
+            raise Unprocessable("provider is a provider id", code="bad_scope") from exc
+        if not Provider.objects.filter(pk=clean["provider"]).exists():
+            raise Unprocessable(f"no provider {clean['provider']}", code="bad_scope")
+    if "kid" in scope:
+        clean["kid"] = str(scope["kid"])
+        if not ProviderKey.objects.filter(kid=clean["kid"]).exists():
+            raise Unprocessable(f"no provider key {clean['kid']!r}", code="bad_scope")
+    for name in ("since", "until"):
+        if scope.get(name):
+            value = scope[name]
+            when = value if isinstance(value, datetime) else parse_datetime(str(value))
+            if when is None:
+                raise Unprocessable(f"{name} is an ISO 8601 date and time", code="bad_scope")
+            if timezone.is_naive(when):
+                when = timezone.make_aware(when, UTC)
+            clean[name] = when.isoformat()
+    if "checkpoint" in scope:
+        try:
+            clean["checkpoint"] = int(scope["checkpoint"])
+        except (TypeError, ValueError) as exc:
+            raise Unprocessable("checkpoint is a tree size", code="bad_scope") from exc
+    if not clean:
+        raise Unprocessable('the scope selects nothing: say {"all": true}', code="bad_scope")
+    return clean
+
+
+def scope_claims(scope: dict) -> QuerySet[Claim]:
+    """The claims of a (clean) scope, unordered; the keys combine with AND."""
+    claims = Claim.objects.all()
+    if "provider" in scope:
+        claims = claims.filter(provider_id=scope["provider"])
+    if "kid" in scope:
+        claims = claims.filter(kid=scope["kid"])
+    if "since" in scope:
+        claims = claims.filter(created_at__gte=parse_datetime(scope["since"]))
+    if "until" in scope:
+        claims = claims.filter(created_at__lt=parse_datetime(scope["until"]))
+    if "checkpoint" in scope:  # the claim's latest run proved its procedures against it
+        proven = ClaimCheck.objects.filter(
+            claim=OuterRef("pk"),
+            run=OuterRef("verification_runs"),
+            evidence__checkpoint__size=scope["checkpoint"],
+        )
+        claims = claims.filter(Exists(proven))
+    return claims
+
+
+def scope_id_chunks(scope: dict, *, after: int = 0, size: int | None = None) -> Iterator[list]:
+    """Claim ids of the scope in ascending chunks, one query (with LIMIT) per chunk."""
+    size = size or chunk_size()
+    claims = scope_claims(scope)
+    last = after
+    while True:
+        ids = list(claims.filter(id__gt=last).order_by("id").values_list("id", flat=True)[:size])
+        if not ids:
+            return
+        yield ids
+        last = ids[-1]
+
+
+# --- starting, planning ------------------------------------------------------------------------
+
+
+def job_start(scope: dict, user=None, *, reason: str = "") -> BatchJob:
+    """Record a queued job over ``scope`` and queue its planning once committed."""
+    clean = scope_clean(scope)
+    with transaction.atomic():
+        job = BatchJob.objects.create(
+            kind=BatchJob.Kind.VERIFY,
+            scope=clean,
+            reason=reason[:300],
+            started_by=user if getattr(user, "is_authenticated", False) else None,
+        )
+        transaction.on_commit(lambda: _enqueue_run(job.pk))
+    return job
+
+
+def job_start_for_revoked_key(*, kid: str, reason: str = "") -> BatchJob | None:
+    """The job a key revocation starts (on commit of the revocation): everything it signed."""
+    if not Claim.objects.filter(kid=kid).exists():
+        return None
+    why = f"key {kid} revoked" + (f": {reason}" if reason else "")
+    return job_start({"kid": kid}, None, reason=why)
+
+
+def job_start_nightly() -> BatchJob | None:
+    """The nightly ``all`` job, unless one is still queued or running."""
+    if BatchJob.objects.filter(scope={"all": True}, status__in=[J.QUEUED, J.RUNNING]).exists():
+        log.info("nightly re-verification skipped: an 'all' job is still running")
+        return None
+    return job_start({"all": True}, None, reason="nightly")
+
+
+def job_cancel(job: BatchJob) -> BatchJob:
+    """Stop a job: chunks not started yet do nothing; a chunk under way finishes."""
+    moved = BatchJob.objects.filter(pk=job.pk, status__in=[J.QUEUED, J.RUNNING]).update(
+        status=J.CANCELLED, finished_at=timezone.now()
+    )
+    if not moved:
+        raise Conflict(f"job {job.pk} is {job.status}: nothing to cancel", code="job_finished")
+    job.refresh_from_db()
+    return job
+
+
+def job_plan(job_id: int, *, dispatch: Callable[[int], None] | None = None) -> BatchJob:
+    """Split the job's scope into chunks and hand each, once its row is committed, to
+    ``dispatch`` (default: queue ``job_chunk_task``). Idempotent: a second call re-dispatches the
+    pending chunks and resumes after the last one planned."""
+    dispatch = dispatch or _enqueue_chunk
+    now = timezone.now()
+    BatchJob.objects.filter(pk=job_id, status=J.QUEUED).update(
+        status=J.RUNNING, started_at=now, updated_at=now
+    )
+    job = BatchJob.objects.get(pk=job_id)
+    if job.status != J.RUNNING or job.planned:
+        return job
+    # Redelivered: chunks already planned are re-dispatched (a chunk done is a no-op).
+    pending = BatchChunk.objects.filter(job=job, status=BatchChunk.Status.PENDING)
+    for chunk_id in pending.order_by("number").values_list("pk", flat=True).iterator():
+        dispatch(chunk_id)
+    last = 0
+    tail = BatchChunk.objects.filter(job=job).order_by("-number").values("number", "last_id")
+    if head := tail.first():
+        last, number = head["last_id"], head["number"] + 1
+    else:
+        number = 0
+    for ids in scope_id_chunks(job.scope, after=last):
+        if BatchJob.objects.filter(pk=job_id, status=J.CANCELLED).exists():
+            return BatchJob.objects.get(pk=job_id)
+        with transaction.atomic():
+            chunk = BatchChunk.objects.create(
+                job=job, number=number, first_id=ids[0], last_id=ids[-1], ids=ids
+            )
+            BatchJob.objects.filter(pk=job_id).update(
+                total=F("total") + len(ids), chunks=F("chunks") + 1, updated_at=timezone.now()
+            )
+        dispatch(chunk.pk)
+        number += 1
+    BatchJob.objects.filter(pk=job_id).update(planned=True, updated_at=timezone.now())
+    return _finish_if_complete(job_id)
+
+
+def _enqueue_run(job_id: int) -> None:
+    """Queue the planning. The job row is committed: if the broker is away, the sweeper
+    (``jobs_sweep_task``) queues it later, and the caller (a key revocation) is not failed."""
+    from jobs.tasks import job_run_task
+
+    try:
+        job_run_task.delay(job_id)
+    except Exception:  # any broker failure: the database is the to-do list
+        log.warning("could not queue job %s; the sweeper will", job_id)
+
+
+def _enqueue_chunk(chunk_id: int) -> None:
+    from jobs.tasks import job_chunk_task
+
+    transaction.on_commit(lambda: job_chunk_task.delay(chunk_id))
+
+
+def _finish_if_complete(job_id: int) -> BatchJob:
+    BatchJob.objects.filter(
+        pk=job_id, status=J.RUNNING, planned=True, chunks_done__gte=F("chunks")
+    ).update(status=J.DONE, finished_at=timezone.now())
+    return BatchJob.objects.get(pk=job_id)
+
+
+# --- processing a chunk ------------------------------------------------------------------------
+
+
+def chunk_process(chunk_id: int) -> BatchChunk:
+    """Re-verify the claims of a chunk that are not done yet, then record the chunk as done."""
+    chunk = BatchChunk.objects.select_related("job").get(pk=chunk_id)
+    job = chunk.job
+    if chunk.status == BatchChunk.Status.DONE or job.status != J.RUNNING:
+        return chunk
+    BatchChunk.objects.filter(pk=chunk.pk).update(
+        attempts=F("attempts") + 1, updated_at=timezone.now()
+    )
+    handled = set(
+        BatchResult.objects.filter(chunk=chunk).values_list("claim_id", flat=True)
+    )  # an earlier attempt of this chunk did these
+    for claim_id in chunk.ids:
+        if claim_id not in handled:
+            claim_reverify_in_job(job=job, chunk=chunk, claim_id=claim_id)
+    _chunk_done(chunk)
+    _finish_if_complete(job.pk)
+    chunk.refresh_from_db()
+    return chunk
+
+
+def _chunk_done(chunk: BatchChunk) -> None:
+    """Move the chunk to done once, and add its counts to the job in the same transaction."""
+    with transaction.atomic():
+        counts = BatchResult.objects.filter(chunk=chunk).aggregate(
+            passed=Count("pk", filter=Q(outcome=R.PASSED)),
+            failed=Count("pk", filter=Q(outcome=R.FAILED)),
+            waiting=Count("pk", filter=Q(outcome=R.WAITING)),
+            skipped=Count("pk", filter=Q(outcome=R.SKIPPED)),
+            errors=Count("pk", filter=Q(outcome=R.ERROR)),
+            changed=Count("pk", filter=Q(changed=True)),
+            rows=Count("pk"),
+        )
+        done = len(chunk.ids)
+        missing = done - counts.pop("rows")  # claims gone since planning: skipped
+        now = timezone.now()
+        moved = BatchChunk.objects.filter(pk=chunk.pk, status=BatchChunk.Status.PENDING).update(
+            status=BatchChunk.Status.DONE, done=done, finished_at=now
+        )
+        if moved != 1:
+            return  # another delivery of this chunk counted it
+        counts["skipped"] += missing
+        BatchJob.objects.filter(pk=chunk.job_id).update(
+            done=F("done") + done,
+            chunks_done=F("chunks_done") + 1,
+            updated_at=now,
+            **{name: F(name) + value for name, value in counts.items()},
+        )
+
+
+@dataclass
+class _Outcome:
+    outcome: str
+    old: str
+    new: str = ""
+    reason: str = ""
+    run: int | None = None
+
+
+def claim_reverify_in_job(*, job: BatchJob, chunk: BatchChunk, claim_id: int) -> None:
+    """One claim: a new verification run, compared with the verdict before, recorded with its
+    ``BatchResult`` in one transaction. A claim whose verdict changed goes to the adjusters."""
+    try:
+        with transaction.atomic():
+            try:
+                claim = Claim.objects.select_for_update().get(pk=claim_id)
+            except Claim.DoesNotExist:
+                return  # counted as skipped when the chunk is done
+            if BatchResult.objects.filter(job=job, claim_id=claim_id).exists():
+                return  # another delivery of this chunk did it while we waited for the lock
+            result = _reverify(job, claim)
+            BatchResult.objects.create(
+                job=job,
+                chunk=chunk,
+                claim_id=claim_id,
+                outcome=result.outcome,
+                old_verdict=result.old,
+                new_verdict=result.new,
+                changed=result.outcome in (R.PASSED, R.FAILED) and result.new != result.old,
+                reason=result.reason,
+                run=result.run,
+                at=timezone.now(),
+            )
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: the task retries the chunk
+    except Exception as exc:  # one bad claim does not stop the job: it is counted as an error
+        log.exception("job %s: re-verifying claim %s failed", job.pk, claim_id)
+        BatchResult.objects.get_or_create(
+            job=job,
+            claim_id=claim_id,
+            defaults={
+                "chunk": chunk,
+                "outcome": R.ERROR,
+                "reason": repr(exc)[:1000],
+                "at": timezone.now(),
+            },
+        )
+
+
+def _reverify(job: BatchJob, claim: Claim) -> _Outcome:
+    """What ``claim_reverify`` does, run here and now: the job's worker is the verifier."""
+    old = claim.verdict or claim.status
+    if claim.status not in REVERIFIABLE:
+        return _Outcome(R.SKIPPED, old, old, f"not re-verified: the claim is {claim.status}")
+    run = claim.verification_runs + 1
+    claim_transition(
+        claim=claim, to=S.VERIFYING, reason=f"batch job {job.pk}: re-verification (run {run})"
+    )
+    Claim.objects.filter(pk=claim.pk).update(verification_runs=run, waiting_since=None)
+    claim = claim_verify(claim_id=claim.pk)
+    if claim.status == S.VERIFYING:  # waiting for a final checkpoint: the usual task takes over
+        transaction.on_commit(lambda: _enqueue_verify(claim.pk))
+        return _Outcome(R.WAITING, old, "", "waiting for a final checkpoint", run)
+    new = claim.verdict
+    outcome = R.FAILED if new == S.REJECTED else R.PASSED
+    reason = _why(claim, run)
+    if new != old:
+        reason = f"verdict changed from {old} to {new}: {reason}"
+        if claim.status != S.NEEDS_REVIEW and S.NEEDS_REVIEW in TRANSITIONS[claim.status]:
+            claim_transition(claim=claim, to=S.NEEDS_REVIEW, reason=f"batch job {job.pk}: {reason}")
+    return _Outcome(outcome, old, new, reason, run)
+
+
+def _why(claim: Claim, run: int) -> str:
+    """The first failing check's sentence, else the first warning's, else all passed."""
+    rows = ClaimCheck.objects.filter(claim=claim, run=run, outcome__in=["fail", "warn"])
+    first = sorted(rows.values_list("outcome", "sentence", "id"), key=lambda r: (r[0], r[2]))
+    return first[0][1] if first else "every check passed"
+
+
+def _enqueue_verify(claim_id: int) -> None:
+    from claims.tasks import claim_verify_task
+
+    claim_verify_task.delay(claim_id)
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def job_progress(job: BatchJob, *, now: datetime | None = None) -> dict:
+    """Counters, percent, rate (claims per second since the job started) and ETA in seconds
+    (None until the rate and the total are known)."""
+    now = now or timezone.now()
+    end = job.finished_at or now
+    elapsed = (end - job.started_at).total_seconds() if job.started_at else 0.0
+    rate = job.done / elapsed if elapsed > 0 and job.done else 0.0
+    left = max(job.total - job.done, 0)
+    eta = None
+    if job.status == J.DONE:
+        eta = 0.0
+    elif rate > 0 and job.planned:
+        eta = left / rate
+    return {
+        "id": job.pk,
+        "kind": job.kind,
+        "scope": job.scope,
+        "reason": job.reason,
+        "status": job.status,
+        "planned": job.planned,
+        "chunks": job.chunks,
+        "chunks_done": job.chunks_done,
+        "total": job.total,
+        "done": job.done,
+        "passed": job.passed,
+        "failed": job.failed,
+        "changed": job.changed,
+        "waiting": job.waiting,
+        "skipped": job.skipped,
+        "errors": job.errors,
+        "percent": round(100.0 * job.done / job.total, 1) if job.total else 0.0,
+        "rate_per_s": round(rate, 2),
+        "eta_s": None if eta is None else round(eta, 1),
+        "elapsed_s": round(elapsed, 1),
+        "started_by": getattr(job.started_by, "username", None),
+        "created_at": job.created_at,
+        "started_at": job.started_at,
+        "finished_at": job.finished_at,
+    }
+
+
+CSV_HEADER = [
+    "claim",
+    "provider",
+    "kid",
+    "old_verdict",
+    "new_verdict",
+    "status",
+    "run",
+    "reason",
+    "checked_at",
+]
+
+
+def job_changes_rows(job: BatchJob) -> Iterator[list]:
+    """The claims whose verdict changed, one CSV row each (header first), streamed."""
+    yield CSV_HEADER
+    rows = (
+        BatchResult.objects.filter(job=job, changed=True)
+        .order_by("claim_id")
+        .values_list(
+            "claim__public_id",
+            "claim__provider__name",
+            "claim__kid",
+            "old_verdict",
+            "new_verdict",
+            "claim__status",
+            "run",
+            "reason",
+            "at",
+        )
+    )
+    for public_id, provider, kid, old, new, status, run, reason, at in rows.iterator(2000):
+        yield [str(public_id), provider, kid, old, new, status, run, reason, at.isoformat()]
+
+
+def jobs_to_sweep(*, older_than_s: int) -> tuple[list[int], list[int]]:
+    """Jobs whose planning, and chunks whose task, look lost: nothing written for a while (a
+    chunk counts only when its whole job has stalled, not while it waits its turn in the queue)."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    plans = list(
+        BatchJob.objects.filter(
+            status__in=[J.QUEUED, J.RUNNING], planned=False, updated_at__lt=cutoff
+        ).values_list("pk", flat=True)[:100]
+    )
+    chunks = list(
+        BatchChunk.objects.filter(
+            status=BatchChunk.Status.PENDING,
+            job__status=J.RUNNING,
+            job__updated_at__lt=cutoff,
+            updated_at__lt=cutoff,
+        ).values_list("pk", flat=True)[:500]
+    )
+    return plans, chunks
