@@ -1,7 +1,7 @@
 """Run the ledger benchmarks against the machine's PostgreSQL and print every figure beside its
 reference, measured in the same run, as a ratio.
 
-    .venv/bin/python bench/run.py [--quick] [--only seal|proofs|anchors|claims] [--strict]
+    .venv/bin/python bench/run.py [--quick] [--only seal|proofs|anchors|claims|witness] [--strict]
 
 The bench database ``claimproof_bench`` is dropped and created at the start and dropped at the
 end; keys go to a temporary directory. Results are also written to var/bench/results.json.
@@ -29,7 +29,7 @@ if str(ROOT) not in sys.path:
 
 from bench import common  # noqa: E402  (needs the repository root on sys.path)
 
-BENCHMARKS = ["seal", "proofs", "anchors", "claims"]
+BENCHMARKS = ["seal", "proofs", "anchors", "claims", "witness"]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,9 +54,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def modules(names: list[str]) -> list[ModuleType]:
     """The benchmark modules, imported only once Django is set up."""
-    from bench import bench_anchors, bench_claims, bench_proofs, bench_seal
+    from bench import bench_anchors, bench_claims, bench_proofs, bench_seal, bench_witness
 
-    by_name = {m.NAME: m for m in (bench_seal, bench_proofs, bench_anchors, bench_claims)}
+    all_modules = (bench_seal, bench_proofs, bench_anchors, bench_claims, bench_witness)
+    by_name = {m.NAME: m for m in all_modules}
     return [by_name[n] for n in BENCHMARKS if n in names]
 
 

@@ -1,7 +1,9 @@
+import base64
+
 from django.contrib import admin, messages
 from django.utils import timezone
 
-from ledger.models import Checkpoint, Cosignature, Leaf, Member, MemberKey
+from ledger.models import Checkpoint, Cosignature, ForkEvidence, Leaf, Member, MemberKey
 
 
 class MemberKeyInline(admin.TabularInline):
@@ -79,3 +81,51 @@ class CheckpointAdmin(ReadOnlyAdmin):
 class CosignatureAdmin(ReadOnlyAdmin):
     list_display = ["checkpoint", "member", "timestamp", "received_at"]
     list_select_related = ["checkpoint", "member"]
+
+
+def _b64(value) -> str:
+    return base64.b64encode(bytes(value)).decode("ascii") if value is not None else "unknown"
+
+
+@admin.register(ForkEvidence)
+class ForkEvidenceAdmin(ReadOnlyAdmin):
+    """Evidence that the log forked: kept for ever, shown, never changed."""
+
+    list_display = [
+        "detected_at",
+        "origin",
+        "witness",
+        "kind",
+        "reported_by",
+        "cosigned_size",
+        "cosigned_root_b64",
+        "conflicting_size",
+        "conflicting_root_b64",
+    ]
+    list_filter = ["kind", "reported_by", "witness"]
+    search_fields = ["origin", "witness"]
+    fields = [
+        "detected_at",
+        "origin",
+        "witness",
+        "reported_by",
+        "kind",
+        "detail",
+        "old_size",
+        "cosigned_size",
+        "cosigned_root_b64",
+        "cosigned_note",
+        "conflicting_size",
+        "conflicting_root_b64",
+        "conflicting_note",
+        "proof",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="cosigned root (base64)")
+    def cosigned_root_b64(self, obj: ForkEvidence) -> str:
+        return _b64(obj.cosigned_root)
+
+    @admin.display(description="conflicting root (base64)")
+    def conflicting_root_b64(self, obj: ForkEvidence) -> str:
+        return _b64(obj.conflicting_root)

@@ -179,12 +179,61 @@ class WitnessState(models.Model):
     origin = models.CharField(max_length=255)
     size = models.BigIntegerField()
     root_hash = models.BinaryField(max_length=32)
+    note = models.TextField(
+        blank=True, help_text="The log-signed checkpoint note it cosigned (blank for old rows)."
+    )
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         constraints = [
             models.UniqueConstraint(fields=["witness", "origin"], name="one_state_per_witness_log"),
         ]
+
+
+class ForkEvidence(AppendOnlyModel):
+    """A witness refused a log-signed checkpoint that does not extend what it last cosigned.
+
+    Two checkpoints signed by the same log key that no consistency proof can join are proof that
+    the log forked (showed two histories). Recorded by this node's witness (hosted or over HTTP)
+    when it refuses one, and by the log operator when a remote witness refuses its checkpoint so.
+    One row per witness and conflicting tree: asking again adds nothing.
+    """
+
+    class Kind(models.TextChoices):
+        BAD_PROOF = "bad_proof", "the consistency proof does not verify (422)"
+        SPLIT_VIEW = "split_view", "another tree of the same size was already cosigned (409)"
+
+    class Reporter(models.TextChoices):
+        WITNESS = "witness", "this node's witness refused it"
+        OPERATOR = "operator", "a remote witness refused this log's checkpoint"
+
+    origin = models.CharField(max_length=255)
+    witness = models.CharField(max_length=120, help_text="The witness that refused.")
+    reported_by = models.CharField(max_length=10, choices=Reporter.choices)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    cosigned_size = models.BigIntegerField(help_text="The size the witness last cosigned.")
+    cosigned_root = models.BinaryField(max_length=32, null=True, blank=True)
+    cosigned_note = models.TextField(blank=True, help_text="That checkpoint's note, if known.")
+    conflicting_size = models.BigIntegerField()
+    conflicting_root = models.BinaryField(max_length=32)
+    conflicting_note = models.TextField(help_text="The log-signed checkpoint refused.")
+    old_size = models.BigIntegerField(help_text="The old size of the refused request.")
+    proof = models.TextField(blank=True, help_text="The consistency proof, base64 lines.")
+    detail = models.TextField(blank=True)
+    detected_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["-detected_at", "-id"]
+        verbose_name_plural = "fork evidence"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["witness", "origin", "conflicting_size", "conflicting_root"],
+                name="one_fork_evidence_per_witness_tree",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"fork of {self.origin} at size {self.conflicting_size} ({self.witness})"
 
 
 class LedgerLock(models.Model):

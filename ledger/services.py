@@ -15,9 +15,17 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from config.errors import Conflict, DomainError, TooLarge, Unprocessable
-from ledger import anchor, conf, keys, merkle, note, proofs, witness, witness_client
+from ledger import anchor, conf, forks, keys, merkle, note, proofs, witness, witness_client
 from ledger.checkpoint import Checkpoint as CheckpointBody
-from ledger.models import Checkpoint, Cosignature, Leaf, LedgerLock, MemberKey, TreeNode
+from ledger.models import (
+    Checkpoint,
+    Cosignature,
+    ForkEvidence,
+    Leaf,
+    LedgerLock,
+    MemberKey,
+    TreeNode,
+)
 from ledger.witness_client import WitnessUnavailable
 
 log = logging.getLogger(__name__)
@@ -502,8 +510,58 @@ def checkpoint_cosign(*, checkpoint: Checkpoint) -> dict[str, str]:
             except _REFUSED as exc:
                 results[member_key.pk] = exc
     for member_key, _old in asked:
-        outcomes[member_key.member.name] = _store(member_key, checkpoint, results[member_key.pk])
+        result = results[member_key.pk]
+        if member_key.member.witness_url and _is_fork_refusal(result, checkpoint):
+            _record_reported_fork(member_key, checkpoint, result)
+        outcomes[member_key.member.name] = _store(member_key, checkpoint, result)
     return outcomes
+
+
+def _is_fork_refusal(result: _Outcome, checkpoint: Checkpoint) -> bool:
+    """A remote witness says our log forked: our proof from what it cosigned does not verify
+    (422), or it cosigned another tree of this very size (409 with our size, after we proved
+    from there). A hosted witness records its own evidence (:mod:`ledger.witness`)."""
+    if isinstance(result, witness.BadProof):
+        return True
+    return isinstance(result, witness.SizeConflict) and result.size == checkpoint.size
+
+
+def _record_reported_fork(
+    member_key: MemberKey, checkpoint: Checkpoint, refusal: witness.WitnessRefusal
+) -> None:
+    """Keep a remote witness's fork-style refusal of our checkpoint as ForkEvidence: the
+    checkpoint of ours it cosigned last (with its cosignature, as it accepted it) and the one it
+    refused, with the proof we sent."""
+    old_size, proof = refusal.sent or (0, [])
+    cosigned: Cosignature | None = None
+    if isinstance(refusal, witness.BadProof):
+        kind, cosigned_size = ForkEvidence.Kind.BAD_PROOF, old_size
+        # What it cosigned at that size is known only if it cosigned it with us.
+        cosigned = (
+            Cosignature.objects.select_related("checkpoint")
+            .filter(checkpoint__size=old_size, member_id=member_key.member_id)
+            .first()
+        )
+    else:
+        kind, cosigned_size = ForkEvidence.Kind.SPLIT_VIEW, checkpoint.size
+    cosigned_cp = cosigned.checkpoint if cosigned is not None else None
+    forks.fork_record(
+        origin=checkpoint.note.split("\n", 1)[0],
+        witness=member_key.member.name,
+        reported_by=ForkEvidence.Reporter.OPERATOR,
+        kind=kind,
+        cosigned_size=cosigned_size,
+        cosigned_root=bytes(cosigned_cp.root_hash) if cosigned_cp is not None else None,
+        cosigned_note=(
+            note.add_signatures(cosigned_cp.note, [cosigned.line]) if cosigned_cp else ""
+        ),
+        conflicting_size=checkpoint.size,
+        conflicting_root=bytes(checkpoint.root_hash),
+        conflicting_note=checkpoint.note,
+        old_size=old_size,
+        proof=proof,
+        detail=f"{member_key.member.witness_url}: {refusal.detail}",
+    )
 
 
 def _store(member_key: MemberKey, checkpoint: Checkpoint, result: _Outcome) -> str:
@@ -594,6 +652,9 @@ def _ask_one(member_key: MemberKey, note_text: str, old_size: int, proof: list[b
         return cosignature_request(
             member_key=member_key, note_text=note_text, old_size=old_size, proof=proof
         )
+    except witness.WitnessRefusal as exc:
+        exc.sent = (old_size, proof)  # what was asked, should the refusal be fork evidence
+        raise
     finally:
         connections.close_all()  # this pool thread's own connections, should it have opened any
 

@@ -20,8 +20,8 @@ from django.views.decorators.vary import vary_on_headers
 from django_htmx.middleware import HtmxDetails
 
 from config.errors import NotFound
-from ledger import charts, merkle, proofs, selectors, services
-from ledger.models import Checkpoint, Cosignature, Leaf, Member, MemberKey
+from ledger import charts, forks, merkle, proofs, selectors, services
+from ledger.models import Checkpoint, Cosignature, ForkEvidence, Leaf, Member, MemberKey
 
 MAX_QUERY_CHARS = 100
 _INDEX = re.compile(r"[+-]?\d+")
@@ -105,6 +105,25 @@ def checkpoint_panel(checkpoint: Checkpoint) -> CheckpointPanel:
         missing=[k for k in witnesses if k.member_id not in cosigned],
         witness_count=len({k.member_id for k in witnesses} | cosigned),
     )
+
+
+# --- forks ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ForkRow:
+    """One piece of fork evidence as the banner says it: the two checkpoints no proof joins."""
+
+    evidence: ForkEvidence
+
+    @property
+    def cosigned_root_b64(self) -> str:
+        root = self.evidence.cosigned_root
+        return _b64(bytes(root)) if root is not None else "unknown"
+
+    @property
+    def conflicting_root_b64(self) -> str:
+        return _b64(bytes(self.evidence.conflicting_root))
 
 
 # --- looking up a leaf -------------------------------------------------------------------------
@@ -250,7 +269,10 @@ def ledger_page(request: HtmxHttpRequest) -> HttpResponse:
     if request.htmx and not request.htmx.history_restore_request:
         return render(request, "ledger/_lookup_result.html", {"lookup": lookup})
     history = selectors.checkpoint_history()
+    fork_count, fork_rows = forks.forks_latest()
     context = {
+        "fork_count": fork_count,
+        "forks": [ForkRow(f) for f in fork_rows],
         "panel": checkpoint_panel(checkpoint) if checkpoint else None,
         "chart": _svg(charts.size_chart_svg(history)),
         "history_count": len(history),

@@ -12,9 +12,9 @@ import time
 
 from django.db import IntegrityError, transaction
 
-from ledger import merkle, note
+from ledger import forks, merkle, note
 from ledger.checkpoint import Checkpoint, CheckpointError
-from ledger.models import WitnessState
+from ledger.models import ForkEvidence, WitnessState
 
 
 class WitnessRefusal(Exception):
@@ -26,6 +26,8 @@ class WitnessRefusal(Exception):
         super().__init__(detail)
         self.detail = detail
         self.size = size
+        # (old size, proof) of the request refused, set by the operator's client side.
+        self.sent: tuple[int, list[bytes]] | None = None
 
 
 class UnknownLog(WitnessRefusal):
@@ -79,36 +81,71 @@ def witness_add_checkpoint(
         raise BadOldSize(f"old size {old_size} is above the checkpoint size {cp.size}")
 
     witness = note.verifier_key(witness_signer_key).split("+", 1)[0]
-    with transaction.atomic():
-        state = WitnessState.objects.filter(witness=witness, origin=cp.origin).first()
-        known_size = state.size if state else 0
-        known_root = bytes(state.root_hash) if state else merkle.EMPTY_ROOT
-        if old_size != known_size:
-            raise SizeConflict(
-                f"this witness last cosigned size {known_size}, not {old_size}", size=known_size
+    evidence: dict | None = None
+    try:
+        with transaction.atomic():
+            state = WitnessState.objects.filter(witness=witness, origin=cp.origin).first()
+            known_size = state.size if state else 0
+            known_root = bytes(state.root_hash) if state else merkle.EMPTY_ROOT
+            known = {
+                "cosigned_size": known_size,
+                "cosigned_root": known_root,
+                "cosigned_note": state.note if state else "",
+            }
+            if cp.size == known_size and cp.root_hash != known_root:
+                # Whatever the old size: two trees of one size signed by the log is a fork.
+                evidence = {**known, "kind": ForkEvidence.Kind.SPLIT_VIEW}
+                raise SizeConflict(
+                    f"a different tree of size {cp.size} was already cosigned", size=known_size
+                )
+            if old_size != known_size:
+                raise SizeConflict(
+                    f"this witness last cosigned size {known_size}, not {old_size}",
+                    size=known_size,
+                )
+            try:
+                merkle.verify_consistency(old_size, cp.size, known_root, cp.root_hash, proof)
+            except merkle.ProofError as exc:
+                evidence = {**known, "kind": ForkEvidence.Kind.BAD_PROOF}
+                raise BadProof(f"the consistency proof does not hold: {exc}") from exc
+            _advance(witness, cp, state, known_size, known_root, note_text)
+    except WitnessRefusal as exc:
+        if evidence is not None:
+            forks.fork_record(
+                origin=cp.origin,
+                witness=witness,
+                reported_by=ForkEvidence.Reporter.WITNESS,
+                conflicting_size=cp.size,
+                conflicting_root=cp.root_hash,
+                conflicting_note=note_text,
+                old_size=old_size,
+                proof=proof,
+                detail=exc.detail,
+                **evidence,
             )
-        if cp.size == known_size and cp.root_hash != known_root:
-            raise SizeConflict(
-                f"a different tree of size {cp.size} was already cosigned", size=known_size
-            )
-        try:
-            merkle.verify_consistency(old_size, cp.size, known_root, cp.root_hash, proof)
-        except merkle.ProofError as exc:
-            raise BadProof(f"the consistency proof does not hold: {exc}") from exc
-        _advance(witness, cp, state, known_size, known_root)
+        raise
     when = int(time.time()) if timestamp is None else timestamp
     return note.cosign(cp.body(), witness_signer_key, when)
 
 
 def _advance(
-    witness: str, cp: Checkpoint, state: WitnessState | None, size: int, root: bytes
+    witness: str,
+    cp: Checkpoint,
+    state: WitnessState | None,
+    size: int,
+    root: bytes,
+    note_text: str,
 ) -> None:
     """Compare-and-swap the witness's memory from (size, root) to the checkpoint."""
     if state is None:
         try:
             with transaction.atomic():
                 WitnessState.objects.create(
-                    witness=witness, origin=cp.origin, size=cp.size, root_hash=cp.root_hash
+                    witness=witness,
+                    origin=cp.origin,
+                    size=cp.size,
+                    root_hash=cp.root_hash,
+                    note=note_text,
                 )
             return
         except IntegrityError:
@@ -116,7 +153,7 @@ def _advance(
     else:
         moved = (
             WitnessState.objects.filter(pk=state.pk, size=size, root_hash=root).update(
-                size=cp.size, root_hash=cp.root_hash
+                size=cp.size, root_hash=cp.root_hash, note=note_text
             )
             != 1
         )

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import itertools
 
+import psycopg
 import pytest
 
 from ledger import keys, merkle, note, services, witness, witness_client
 from ledger.checkpoint import Checkpoint as CheckpointBody
-from ledger.models import Member, MemberKey
+from ledger.models import ForkEvidence, Leaf, Member, MemberKey
 from tests.consortium.conftest import WitnessNode
 from tests.ledger.helpers import init_ledger, signed_anchor
 
@@ -112,3 +113,69 @@ def test_a_witness_that_is_down_is_skipped_then_cosigns_when_it_is_back(
     cp = _seal(2)
     assert services.checkpoint_cosign(checkpoint=cp)[node.name] == "cosigned"
     assert services.checkpoint_is_final(cp)
+
+
+def _node_forks(node_database: str, witness_name: str) -> list[tuple]:
+    with psycopg.connect(node_database) as conn:
+        return conn.execute(
+            "SELECT kind, cosigned_size, cosigned_note, conflicting_size, conflicting_note "
+            "FROM ledger_forkevidence WHERE witness = %s ORDER BY id",
+            [witness_name],
+        ).fetchall()
+
+
+def test_a_witness_process_and_the_operator_each_keep_fork_evidence(
+    settings, fast_client, node_database, witness_nodes
+):
+    settings.LEDGER_QUORUM = 4
+    init_ledger()
+    node = _remote_witness(settings, node_database, witness_nodes)
+    node.start()
+    cp5 = _seal(5)
+    assert services.checkpoint_cosign(checkpoint=cp5)[node.name] == "cosigned", node.log_tail()
+
+    # The operator's key signs a tree of 12 that does not extend 5: sent twice, kept once.
+    forked = [merkle.leaf_hash(b"fork %d" % i) for i in range(12)]
+    forked_note = note.sign(
+        CheckpointBody(settings.LEDGER_ORIGIN, 12, merkle.root_hash(forked)).body(),
+        keys.operator_signer_key(),
+    )
+    for _ in range(2):
+        with pytest.raises(witness.BadProof):
+            witness_client.request_cosignatures(
+                node.url,
+                old_size=5,
+                proof=merkle.consistency_proof(5, forked),
+                note_text=forked_note,
+                timeout=2.0,
+                retries=0,
+                backoff=0.1,
+            )
+    assert _node_forks(node_database, node.name) == [("bad_proof", 5, cp5.note, 12, forked_note)], (
+        node.log_tail()
+    )
+
+    # A split view: the node is shown another size 7 extending 5, then refuses the honest 9.
+    honest = [bytes(h) for h in Leaf.objects.order_by("index").values_list("leaf_hash", flat=True)]
+    split = honest[:5] + [merkle.leaf_hash(b"split %d" % i) for i in range(2)]
+    split_note = note.sign(
+        CheckpointBody(settings.LEDGER_ORIGIN, 7, merkle.root_hash(split)).body(),
+        keys.operator_signer_key(),
+    )
+    witness_client.request_cosignatures(
+        node.url,
+        old_size=5,
+        proof=merkle.consistency_proof(5, split),
+        note_text=split_note,
+        timeout=2.0,
+        retries=0,
+        backoff=0.1,
+    )
+    cp9 = _seal(4)
+    assert services.checkpoint_cosign(checkpoint=cp9)[node.name].startswith("refused: 422")
+    assert not services.checkpoint_is_final(cp9)
+    [reported] = ForkEvidence.objects.filter(witness=node.name)  # the operator's database
+    assert (reported.reported_by, reported.kind) == ("operator", "bad_proof")
+    assert (reported.old_size, reported.conflicting_size) == (7, 9)
+    assert reported.conflicting_note == cp9.note
+    assert _node_forks(node_database, node.name)[1] == ("bad_proof", 7, split_note, 9, cp9.note)

@@ -1,0 +1,510 @@
+"""Benchmark 5: a witness's add-checkpoint over HTTP against raw Ed25519 sign + verify; the time
+from sealing to a final checkpoint with 3 and 7 witnesses.
+
+(a) A real node serves ``POST /add-checkpoint`` (gunicorn on 127.0.0.1, ``config.wsgi``, one
+worker per core, 4 threads each, on the bench database) as the witness ``bench-witness.example``
+following ``CHAINS`` logs of its own. Every log's checkpoints are signed beforehand: a chain of
+growing sizes (1 to 8 leaves more each time) with the consistency proof from the one before, so
+each request is a distinct consistent checkpoint the witness must verify, check against its
+stored state, advance by compare-and-swap and cosign. A separate load process (one thread and
+one connection per log) sends them. Every answer must be 200 with a cosignature line. The
+reference is one Ed25519 sign plus one verify (what a cosignature costs: the log's signature
+checked, the witness's made) in this process, one core, the faster of PyNaCl and cryptography.
+Context rows: one log and one connection (requests one after another), and the witness's
+``witness_add_checkpoint`` called in process (no HTTP).
+
+(b) ``ledger_seal`` then ``checkpoint_cosign`` until ``checkpoint_is_final`` with every
+witness required (quorum n), n = 3 and 7 witnesses hosted on this node, 16 anchors pending per
+checkpoint; the reference is ``ledger_seal`` alone. The per-witness cost is (t7 - t3) / 4.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.common import QUICK, ROOT, Result, Row, Sizes, best, best_rates, fmt, spread, timed
+
+NAME = "witness"
+TITLE = "5. Witness add-checkpoint over HTTP vs raw Ed25519 sign + verify; seal to final"
+AIM = 0.3
+WITNESS = "bench-witness.example"
+CHAINS = 4
+MAX_STEP = 8
+START_TIMEOUT_S = 30.0
+
+
+# --- pre-signed chains of checkpoints ------------------------------------------------------------
+
+
+def _range_hash(nodes: dict[tuple[int, int], bytes], lo: int, hi: int) -> bytes:
+    from ledger import merkle
+
+    return merkle.fold([nodes[s] for s in merkle.range_subtrees(lo, hi)])
+
+
+def chain(origin: str, log_signer: str, count: int, seed: int) -> list[bytes]:
+    """``count`` add-checkpoint request bodies for one log, each extending the one before."""
+    from ledger import merkle, note, tlog_witness
+    from ledger.checkpoint import Checkpoint
+
+    rng = random.Random(seed)
+    sizes, size = [], 0
+    for _ in range(count):
+        size += rng.randint(1, MAX_STEP)
+        sizes.append(size)
+    created, _ = merkle.append_leaves(0, [], (rng.randbytes(32) for _ in range(sizes[-1])))
+    nodes = {(lv, i): h for lv, i, h in created}
+    bodies, old = [], 0
+    for size in sizes:
+        root = _range_hash(nodes, 0, size)
+        proof = [
+            _range_hash(nodes, lo, hi) for lo, hi in merkle.consistency_proof_ranges(old, size)
+        ]
+        text = note.sign(Checkpoint(origin, size, root).body(), log_signer)
+        bodies.append(tlog_witness.format_request(old, proof, text))
+        old = size
+    return bodies
+
+
+# --- the node and the load process ---------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Node:
+    """The witness node: gunicorn serving config.wsgi on the bench database."""
+
+    def __init__(self, signer: str, logs: dict[str, str], workers: int, threads: int):
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = Path(tempfile.mkdtemp(prefix="claimproof-wbench-")) / "gunicorn.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_WITNESS")}
+        env.update(
+            LEDGER_WITNESS_NAME=WITNESS,
+            LEDGER_WITNESS_LOGS=json.dumps(logs),
+            PYTHONPATH=str(ROOT),
+            LOG_LEVEL="WARNING",
+        )
+        env["LEDGER_WITNESS_KEY_" + WITNESS.upper().replace("-", "_").replace(".", "_")] = signer
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "gunicorn",
+                    "config.wsgi:application",
+                    "--bind",
+                    f"127.0.0.1:{self.port}",
+                    "--workers",
+                    str(workers),
+                    "--threads",
+                    str(threads),
+                    "--timeout",
+                    "60",
+                    "--graceful-timeout",
+                    "2",
+                    "--keep-alive",
+                    "30",
+                ],
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the witness node exited: {self.tail()}")
+            try:
+                urllib.request.urlopen(self.url + "/add-checkpoint", timeout=1)  # noqa: S310
+            except urllib.error.HTTPError as exc:
+                if exc.code == 405:
+                    return
+            except OSError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the witness node did not start in {START_TIMEOUT_S} s")
+
+    def tail(self) -> str:
+        return self.log_path.read_text(errors="replace")[-2000:] if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+
+
+def load(port: int, chains: list[list[bytes]]) -> dict[str, Any]:
+    """Send every chain in order on its own connection, chains in parallel threads; the wall
+    time from the first request to the last answer. Runs in the load process."""
+    import http.client
+    import threading
+
+    barrier = threading.Barrier(len(chains) + 1)
+    failures: list[str] = []
+    answered = [0] * len(chains)
+
+    def send(k: int, bodies: list[bytes]) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        barrier.wait()
+        for body in bodies:
+            conn.request("POST", "/add-checkpoint", body, headers)
+            response = conn.getresponse()
+            answer = response.read()
+            if response.status != 200 or not answer.startswith("\u2014 ".encode()):
+                failures.append(f"{response.status}: {answer[:200]!r}")
+                return
+            answered[k] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=send, args=(k, c)) for k, c in enumerate(chains)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join()
+    return {
+        "seconds": time.perf_counter() - start,
+        "answered": sum(answered),
+        "failures": failures[:3],
+    }
+
+
+def _load_main() -> None:
+    port, path = int(sys.argv[1]), sys.argv[2]
+    with open(path, "rb") as f:
+        chains = pickle.load(f)  # noqa: S301 (written by this benchmark a moment ago)
+    print(json.dumps(load(port, chains)))
+
+
+def _load_in_process(port: int, chains: list[list[bytes]]) -> int:
+    """Run :func:`load` in a separate Python process; returns requests answered, raises on a
+    refusal. The rate is taken from the child's own wall clock."""
+    with tempfile.NamedTemporaryFile(suffix=".pickle", delete=False) as f:
+        pickle.dump(chains, f)
+    try:
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys; sys.path.insert(0, sys.argv[3]); "
+                "from bench.bench_witness import _load_main; _load_main()",
+                str(port),
+                f.name,
+                str(ROOT),
+            ],
+            capture_output=True,
+            check=True,
+            timeout=600,
+            text=True,
+        )
+    finally:
+        os.unlink(f.name)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    expected = sum(len(c) for c in chains)
+    if got["failures"] or got["answered"] != expected:
+        raise RuntimeError(f"the witness refused: {got['failures']} ({got['answered']}/{expected})")
+    return got
+
+
+# --- the reference -------------------------------------------------------------------------------
+
+
+def sign_verify_contenders(count: int) -> dict[str, Callable[[], int]]:
+    """One Ed25519 sign + one verify of a checkpoint-sized message, ``count`` times."""
+    import nacl.signing
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    messages = [os.urandom(120) for _ in range(256)]
+    nacl_key = nacl.signing.SigningKey.generate()
+    nacl_pairs = [(m, nacl_key.sign(m).signature) for m in messages]
+    nacl_sign, nacl_verify = nacl_key.sign, nacl_key.verify_key.verify
+    crypto_key = Ed25519PrivateKey.generate()
+    crypto_pairs = [(m, crypto_key.sign(m)) for m in messages]
+    crypto_sign, crypto_verify = crypto_key.sign, crypto_key.public_key().verify
+
+    def pynacl() -> int:
+        for i in range(count):
+            m, s = nacl_pairs[i & 255]
+            nacl_verify(m, s)
+            nacl_sign(m)
+        return count
+
+    def cryptography() -> int:
+        for i in range(count):
+            m, s = crypto_pairs[i & 255]
+            crypto_verify(s, m)
+            crypto_sign(m)
+        return count
+
+    return {
+        "PyNaCl sign + verify": pynacl,
+        "cryptography sign + verify": cryptography,
+    }
+
+
+# --- (a) requests per second ---------------------------------------------------------------------
+
+
+def _requests(result: Result, quick: bool, rounds: int) -> None:
+    from ledger import note, witness
+
+    per_round = 150 if quick else 1000  # per log
+    serial_per_round = 100 if quick else 500
+    in_process_per_round = 100 if quick else 500
+    logs = {}
+    signers = {}
+    for k in range(2 * CHAINS + 2):
+        origin = f"bench-log-{k}.example"
+        signers[origin], logs[origin] = note.generate_key(origin)
+    origins = list(logs)
+    parallel, serial_origin, local_origin = origins[:CHAINS], origins[CHAINS], origins[CHAINS + 1]
+    warm = origins[CHAINS + 2 :]
+    started = time.perf_counter()
+    chains = {o: chain(o, signers[o], per_round * rounds, seed=k) for k, o in enumerate(parallel)}
+    chains[serial_origin] = chain(
+        serial_origin, signers[serial_origin], serial_per_round * rounds, 7
+    )
+    chains[local_origin] = chain(
+        local_origin, signers[local_origin], in_process_per_round * rounds, 8
+    )
+    warm_chains = [chain(o, signers[o], 20, seed=100 + k) for k, o in enumerate(warm)]
+    print(
+        f"  pre-signed {sum(len(c) for c in chains.values()):,} checkpoints "
+        f"({time.perf_counter() - started:.1f} s)",
+        flush=True,
+    )
+    signer, _ = note.generate_cosigner_key(WITNESS)
+    workers = os.cpu_count() or 2
+    node = Node(signer, logs, workers=workers, threads=4)
+    try:
+        _load_in_process(node.port, warm_chains)  # every worker's imports and connections, untimed
+        rates: dict[str, list[float]] = {"http": [], "serial": [], "local": [], "ref": []}
+        ref = sign_verify_contenders(3_000 if quick else 20_000)
+        ref_rates: dict[str, list[float]] = {n: [] for n in ref}
+        from ledger import tlog_witness
+
+        local_reqs = [tlog_witness.parse_request(b) for b in chains[local_origin]]
+        for r in range(rounds):
+            part = [chains[o][r * per_round : (r + 1) * per_round] for o in parallel]
+            got = _load_in_process(node.port, part)
+            rates["http"].append(got["answered"] / got["seconds"])
+            one = chains[serial_origin][r * serial_per_round : (r + 1) * serial_per_round]
+            got = _load_in_process(node.port, [one])
+            rates["serial"].append(got["answered"] / got["seconds"])
+            batch = local_reqs[r * in_process_per_round : (r + 1) * in_process_per_round]
+
+            def local(batch=batch) -> int:
+                for req in batch:
+                    witness.witness_add_checkpoint(
+                        witness_signer_key=signer,
+                        log_verifier_keys={local_origin: logs[local_origin]},
+                        old_size=req.old_size,
+                        proof=req.proof,
+                        note_text=req.note_text,
+                    )
+                return len(batch)
+
+            seconds, n = timed(local)
+            rates["local"].append(n / seconds)
+            for name, values in best_rates(ref, 1).items():
+                ref_rates[name].extend(values)
+    except Exception:
+        print(node.tail(), file=sys.stderr)
+        raise
+    finally:
+        node.stop()
+    ref_name = max(ref_rates, key=lambda n: best(ref_rates[n]))
+    reference = best(ref_rates[ref_name])
+    others = ", ".join(f"{n}: {fmt(best(v))}/s" for n, v in ref_rates.items() if n != ref_name)
+    http_rate = best(rates["http"])
+    result.details["requests"] = {
+        "chains": CHAINS,
+        "requests_per_chain_per_round": per_round,
+        "gunicorn": {"workers": workers, "threads": 4},
+        "rates": rates,
+        "reference": {n: v for n, v in ref_rates.items()},
+    }
+    print(
+        f"  HTTP, {CHAINS} logs in parallel: {fmt(http_rate)} requests/s "
+        f"({spread(rates['http'])}); "
+        f"one log: {fmt(best(rates['serial']))}/s; in process: {fmt(best(rates['local']))}/s; "
+        f"{ref_name}: {fmt(reference)}/s ({others})",
+        flush=True,
+    )
+    result.rows += [
+        Row(
+            figure=f"add-checkpoint over HTTP, {CHAINS} logs in parallel (requests/s)",
+            value=http_rate,
+            unit="",
+            reference=ref_name,
+            reference_value=reference,
+            aim=AIM,
+            note=f"gunicorn {workers} workers x 4 threads; {per_round} checkpoints per log",
+        ),
+        Row(
+            figure="context: add-checkpoint over HTTP, one log, one connection (requests/s)",
+            value=best(rates["serial"]),
+            unit="",
+            reference=ref_name,
+            reference_value=reference,
+        ),
+        Row(
+            figure="context: witness_add_checkpoint in process, no HTTP (requests/s)",
+            value=best(rates["local"]),
+            unit="",
+            reference=ref_name,
+            reference_value=reference,
+        ),
+    ]
+    result.details["reference_rate"] = reference
+    result.details["reference_name"] = ref_name
+
+
+# --- (b) sealing to a final checkpoint -----------------------------------------------------------
+
+
+def _extra_witnesses(count: int) -> list[int]:
+    """``count`` more members with witnesses hosted on this node; their MemberKey ids."""
+    from ledger import keys, note
+    from ledger.models import Member, MemberKey
+
+    ids = []
+    for k in range(count):
+        name = f"bench-extra-{k}.example"
+        signer, verifier = note.generate_cosigner_key(name)
+        keys.write_secret(keys.witnesses_dir() / f"{name}.key", signer)
+        member = Member.objects.create(name=name)
+        key = MemberKey(member=member, purpose=MemberKey.Purpose.COSIGN, verifier_key=verifier)
+        key.clean()
+        key.save()
+        ids.append(key.pk)
+    return ids
+
+
+def _seal_to_final(result: Result, quick: bool, rounds: int) -> None:
+    from django.conf import settings
+    from django.utils import timezone
+
+    from bench.bench_anchors import presign
+    from ledger import services
+    from ledger.models import MemberKey
+
+    per_round = 5 if quick else 12  # checkpoints per setting per round
+    pending = 16
+    statements = iter(presign(per_round * rounds * 3 * pending))
+    extra = _extra_witnesses(4)
+
+    def witnesses(n: int) -> None:
+        live = MemberKey.objects.filter(pk__in=extra)
+        if n == 3:
+            live.update(revoked_at=timezone.now(), revocation_reason="bench: 3 witnesses")
+        else:
+            live.update(revoked_at=None, revocation_reason="")
+        settings.LEDGER_QUORUM = n
+        count = MemberKey.objects.filter(purpose="cosign", revoked_at__isnull=True).count()
+        if count != n:
+            raise RuntimeError(f"{count} witnesses live, not {n}")
+
+    def seal_final() -> None:
+        cp = services.ledger_seal()
+        services.checkpoint_cosign(checkpoint=cp)
+        if not services.checkpoint_is_final(cp):
+            raise RuntimeError(f"checkpoint {cp.size} is not final")
+
+    def seal_only() -> None:
+        if services.ledger_seal() is None:
+            raise RuntimeError("nothing sealed")
+
+    times: dict[str, list[float]] = {"3": [], "7": [], "seal": []}
+    old_quorum = settings.LEDGER_QUORUM
+    try:
+        for _ in range(rounds):
+            for key, setting, work in (
+                ("3", 3, seal_final),
+                ("7", 7, seal_final),
+                ("seal", 3, seal_only),
+            ):
+                witnesses(setting)
+                for _ in range(per_round):
+                    services.anchor_append_many(datas=[next(statements) for _ in range(pending)])
+                    seconds, _ = timed(work)
+                    times[key].append(seconds)
+        # The seal-only checkpoints were never cosigned: let the witnesses catch up, untimed.
+        services.checkpoint_cosign(checkpoint=services.checkpoint_latest())
+    finally:
+        settings.LEDGER_QUORUM = old_quorum
+    med = {k: statistics.median(v) for k, v in times.items()}
+    per_witness = (med["7"] - med["3"]) / 4
+    reference = result.details.get("reference_rate")
+    ref_name = result.details.get("reference_name", "Ed25519 sign + verify")
+    result.details["seal_to_final"] = {
+        "checkpoints_per_setting": per_round * rounds,
+        "pending_per_checkpoint": pending,
+        "median_s": med,
+        "per_witness_s": per_witness,
+        "all_s": times,
+    }
+    print(
+        f"  seal -> final (median of {per_round * rounds}, {pending} anchors each): "
+        f"3 witnesses {med['3'] * 1000:.1f} ms, 7 witnesses {med['7'] * 1000:.1f} ms, "
+        f"seal alone {med['seal'] * 1000:.1f} ms; per witness {per_witness * 1000:.2f} ms",
+        flush=True,
+    )
+    for n in ("3", "7"):
+        result.rows.append(
+            Row(
+                figure=f"seal -> final checkpoint, {n} hosted witnesses, quorum {n} (1/s)",
+                value=1 / med[n],
+                unit="",
+                reference="ledger_seal alone",
+                reference_value=1 / med["seal"],
+                note=f"{med[n] * 1000:.1f} ms vs {med['seal'] * 1000:.1f} ms",
+            )
+        )
+    if reference and per_witness > 0:
+        result.rows.append(
+            Row(
+                figure="per-witness cost, (t7 - t3) / 4, as cosignatures/s",
+                value=1 / per_witness,
+                unit="",
+                reference=ref_name,
+                reference_value=reference,
+                note=f"{per_witness * 1000:.2f} ms per witness",
+            )
+        )
+
+
+def run(sizes: Sizes, state: dict[str, Any]) -> Result:
+    result = Result(NAME, TITLE)
+    quick = sizes == QUICK
+    _requests(result, quick, sizes.rounds)
+    _seal_to_final(result, quick, sizes.rounds)
+    return result
