@@ -264,7 +264,7 @@ def test_the_operator_gets_a_cosignature_over_http_and_catches_a_witness_up(http
 
 
 class _SlowHandler(http.server.BaseHTTPRequestHandler):
-    delay = 2.0
+    delay = 30.0  # far beyond any timeout: only a client that gives up returns quickly
 
     def do_POST(self):
         time.sleep(self.delay)
@@ -312,4 +312,6 @@ def test_slow_and_dead_witnesses_never_hold_up_the_others(settings, slow_server)
     assert outcomes["northlab.example"].startswith("refused: ")
     assert "2 attempts" in outcomes["stmarys.example"]
     assert services.checkpoint_is_final(cp)
-    assert elapsed < 1.5  # two witnesses asked in parallel, each 2 x 0.3 s at most, plus backoff
+    # Each witness is given 2 x 0.3 s plus backoff; a client that waited for the slow one would
+    # take 30 s or more. The margin is wide on purpose: this is not a speed test.
+    assert elapsed < 10
