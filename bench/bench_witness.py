@@ -104,7 +104,9 @@ class Node:
             PYTHONPATH=str(ROOT),
             LOG_LEVEL="WARNING",
         )
-        env["LEDGER_WITNESS_KEY_" + WITNESS.upper().replace("-", "_").replace(".", "_")] = signer
+        from ledger.keys import witness_key_env
+
+        env[witness_key_env(WITNESS)] = signer
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [

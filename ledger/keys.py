@@ -43,13 +43,18 @@ def members_dir() -> Path:
     return settings.LEDGER_KEYS_DIR / "members"
 
 
+def witness_key_env(name: str) -> str:
+    """The environment variable that holds witness ``name``'s signer key."""
+    return "LEDGER_WITNESS_KEY_" + name.upper().replace("-", "_").replace(".", "_")
+
+
 def local_witness_signer_key(name: str) -> str | None:
     """The cosigning key of a witness hosted on this node, if this node holds it.
 
     From ``LEDGER_WITNESS_KEY_<NAME>`` (name upper-cased, '-' and '.' as '_'), else
     ``var/keys/witnesses/<name>.key``.
     """
-    var = "LEDGER_WITNESS_KEY_" + name.upper().replace("-", "_").replace(".", "_")
+    var = witness_key_env(name)
     if value := os.environ.get(var):
         return value.strip()
     path = witnesses_dir() / f"{name}.key"

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 import psycopg
 import pytest
 
+from ledger.keys import witness_key_env
 from tests.conftest import PG_URL, SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,9 +98,7 @@ class WitnessNode:
             LEDGER_WITNESS_NAME=self.name,
             LEDGER_WITNESS_LOGS=json.dumps(self.logs),
         )
-        env["LEDGER_WITNESS_KEY_" + self.name.upper().replace("-", "_").replace(".", "_")] = (
-            self.signer_key
-        )
+        env[witness_key_env(self.name)] = self.signer_key
         log = open(Path(self.var) / "gunicorn.log", "ab")  # noqa: SIM115 (closed with the process)
         self.process = subprocess.Popen(
             [
