@@ -1,7 +1,7 @@
 """Run the ledger benchmarks against the machine's PostgreSQL and print every figure beside its
 reference, measured in the same run, as a ratio.
 
-    .venv/bin/python bench/run.py [--quick] [--only seal|proofs|anchors|claims|witness] [--strict]
+    .venv/bin/python bench/run.py [--quick] [--only NAME] [--strict]
 
 The bench database ``claimproof_bench`` is dropped and created at the start and dropped at the
 end; keys go to a temporary directory. Results are also written to var/bench/results.json.
@@ -29,7 +29,18 @@ if str(ROOT) not in sys.path:
 
 from bench import common  # noqa: E402  (needs the repository root on sys.path)
 
-BENCHMARKS = ["seal", "proofs", "anchors", "claims", "witness"]
+# Each name is a module bench/bench_<name>.py with NAME, TITLE and run(sizes, state).
+BENCHMARKS = [
+    "seal",
+    "proofs",
+    "anchors",
+    "claims",
+    "intake",
+    "e2e",
+    "batch",
+    "queue",
+    "witness",
+]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -54,11 +65,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def modules(names: list[str]) -> list[ModuleType]:
     """The benchmark modules, imported only once Django is set up."""
-    from bench import bench_anchors, bench_claims, bench_proofs, bench_seal, bench_witness
+    import importlib
 
-    all_modules = (bench_seal, bench_proofs, bench_anchors, bench_claims, bench_witness)
-    by_name = {m.NAME: m for m in all_modules}
-    return [by_name[n] for n in BENCHMARKS if n in names]
+    return [importlib.import_module(f"bench.bench_{n}") for n in BENCHMARKS if n in names]
 
 
 def run_all(args: argparse.Namespace) -> list[common.Result]:

@@ -8,7 +8,8 @@ except a real bug.
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
+from django.shortcuts import render
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -74,7 +75,14 @@ def api_exception_handler(exc: Exception, context: dict) -> Response | None:
     return response
 
 
-def json_404(request, exception=None) -> JsonResponse:
+def _wants_html(request) -> bool:
+    """Pages people browse answer errors as pages; the API and C2SP endpoints answer JSON."""
+    return not request.path.startswith("/api/") and "text/html" in request.headers.get("Accept", "")
+
+
+def json_404(request, exception=None) -> HttpResponse:
+    if _wants_html(request):
+        return render(request, "errors/404.html", status=404)
     return JsonResponse(error_body("not_found", "No such resource."), status=404)
 
 
@@ -82,7 +90,10 @@ def json_400(request, exception=None) -> JsonResponse:
     return JsonResponse(error_body("bad_request", "The request is malformed."), status=400)
 
 
-def json_403(request, exception=None) -> JsonResponse:
+def json_403(request, exception=None) -> HttpResponse:
+    if _wants_html(request):
+        detail = str(exception) if exception and str(exception) else ""
+        return render(request, "errors/403.html", {"detail": detail}, status=403)
     return JsonResponse(error_body("forbidden", "Not allowed."), status=403)
 
 

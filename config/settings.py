@@ -48,6 +48,8 @@ INSTALLED_APPS = [
     "ledger",
     "claims",
     "jobs",
+    "audit",
+    "review",
 ]
 
 MIDDLEWARE = [
@@ -75,6 +77,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "review.context.workspace",
             ],
         },
     }
@@ -115,7 +118,9 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
-LOGIN_URL = "admin:login"
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "review:dashboard"
+LOGOUT_REDIRECT_URL = "login"
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG and "DATABASE_URL" in env)
@@ -257,3 +262,11 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# --- adjuster workspace -----------------------------------------------------------------------
+# Above this total two different adjusters must approve (four-eyes); above the senior amount one
+# of them must be a senior adjuster. A hold (a claim under review) lapses after the TTL.
+REVIEW_FOUR_EYES_ABOVE = Decimal(env("REVIEW_FOUR_EYES_ABOVE", default="1000.00"))
+REVIEW_SENIOR_ABOVE = Decimal(env("REVIEW_SENIOR_ABOVE", default="10000.00"))
+REVIEW_HOLD_TTL_S = env.int("REVIEW_HOLD_TTL_S", default=1800)
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)  # one working day

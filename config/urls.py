@@ -1,12 +1,13 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from django.views.generic import RedirectView
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.errors import json_400, json_403, json_404, json_500
 
 urlpatterns = [
-    path("", RedirectView.as_view(pattern_name="ledger:page", permanent=False)),
+    path("login/", auth_views.LoginView.as_view(redirect_authenticated_user=True), name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("api/v1/", include("ledger.api_urls")),
     path("api/v1/", include("claims.urls")),
@@ -15,6 +16,7 @@ urlpatterns = [
     path("api/v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("ledger/", include("ledger.urls")),
+    path("", include("review.urls")),
 ]
 
 handler400 = json_400

@@ -40,11 +40,13 @@ def _text(response) -> str:
 # --- the page ----------------------------------------------------------------------------------
 
 
-def test_it_is_the_named_url_and_the_site_root_redirects_to_it(client, db) -> None:
+def test_it_is_public_while_the_site_root_asks_a_visitor_to_log_in(client, db) -> None:
+    """The ledger is for anyone to check; the root is the adjusters' workspace."""
     assert reverse("ledger:page") == URL
+    assert client.get(URL).status_code == 200
     response = client.get("/")
     assert response.status_code == 302
-    assert response["Location"] == URL
+    assert response["Location"].startswith(reverse("login"))
 
 
 def test_it_renders_with_an_empty_log(client, db) -> None:

@@ -1,0 +1,3 @@
+"""Placeholder: routes come in the next commit."""
+
+urls: list = []
