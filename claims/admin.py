@@ -42,7 +42,9 @@ class ProviderKeyAdmin(admin.ModelAdmin):
     def revoke_now(self, request, queryset):
         n = 0
         for key in queryset.filter(revoked_at__isnull=True):
-            services.provider_key_revoke(key=key, reason="revoked by an operator in the admin")
+            services.provider_key_revoke(
+                key=key, reason="revoked by an operator in the admin", actor=request.user
+            )
             n += 1
         self.message_user(request, f"{n} key(s) revoked.", messages.SUCCESS)
 

@@ -198,7 +198,9 @@ class ProviderKeysApi(APIView):
         data.is_valid(raise_exception=True)
         if not isinstance(data.validated_data["public_jwk"], dict):
             raise Unprocessable("public_jwk must be a JSON object (a JWK)", code="bad_jwk")
-        key, created = services.provider_key_register(provider=provider, **data.validated_data)
+        key, created = services.provider_key_register(
+            provider=provider, actor=request.user, **data.validated_data
+        )
         return Response(KeyOutput(key).data, status=201 if created else 200)
 
 
@@ -213,5 +215,5 @@ class ProviderKeyRevokeApi(APIView):
         key = selectors.provider_key(provider, kid)
         data = RevokeInput(data=request.data)
         data.is_valid(raise_exception=True)
-        key = services.provider_key_revoke(key=key, **data.validated_data)
+        key = services.provider_key_revoke(key=key, actor=request.user, **data.validated_data)
         return Response(KeyOutput(key).data)

@@ -456,6 +456,14 @@ class ValidatedBundle:
         return self.claim_json["created"]
 
     @property
+    def reference(self) -> str:
+        """The provider's own identifier of the claim (``Claim.identifier[0].value``), if any."""
+        identifiers = self.claim_json.get("identifier") or []
+        first = identifiers[0] if identifiers and isinstance(identifiers[0], dict) else {}
+        value = first.get("value")
+        return value[:100] if isinstance(value, str) else ""
+
+    @property
     def patient(self) -> Ref | None:
         return _ref(self.claim_json.get("patient"))
 

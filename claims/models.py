@@ -86,6 +86,11 @@ class Claim(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True
     )
     idempotency_key = models.CharField(max_length=200)
+    provider_reference = models.CharField(
+        max_length=100,
+        blank=True,
+        help_text="the provider's own id of the claim (Claim.identifier)",
+    )
     body_sha256 = models.BinaryField(max_length=32)
     body = models.BinaryField(help_text="The request body, byte for byte.")
     signed_payload = models.BinaryField(help_text="RFC 8785 canonical Bundle without signature.")

@@ -16,6 +16,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from audit.services import audit_record
 from claims import disclosure, fhir_validation, jws, money
 from claims.models import Claim, ClaimEvent, ClaimItem, Provider, ProviderKey
 from claims.states import ClaimStatus
@@ -50,6 +51,7 @@ def provider_key_register(
     public_jwk: dict,
     not_before: datetime | None = None,
     not_after: datetime | None = None,
+    actor=None,
 ) -> tuple[ProviderKey, bool]:
     """Register a provider's Ed25519 public JWK; its kid is the RFC 7638 thumbprint unless the
     JWK names one. Registering the same key again answers the existing row (created False)."""
@@ -77,13 +79,19 @@ def provider_key_register(
                 not_before=not_before,
                 not_after=not_after,
             )
+            audit_record(
+                actor=actor,
+                action="key.register",
+                target=f"key:{kid}",
+                data={"provider": provider.name, "not_before": not_before.isoformat()},
+            )
         return key, True
     except IntegrityError as exc:
         raise Conflict(f"the key id {kid!r} is taken", code="kid_taken") from exc
 
 
 def provider_key_revoke(
-    *, key: ProviderKey, at: datetime | None = None, reason: str
+    *, key: ProviderKey, at: datetime | None = None, reason: str, actor=None
 ) -> ProviderKey:
     """Revoke a key from ``at`` on: signatures made before stay valid, later ones do not."""
     if not reason.strip():
@@ -92,7 +100,15 @@ def provider_key_revoke(
         raise Conflict(f"key {key.kid} was already revoked at {key.revoked_at}", code="revoked")
     key.revoked_at = at or timezone.now()
     key.revocation_reason = reason.strip()
-    key.save(update_fields=["revoked_at", "revocation_reason"])
+    with transaction.atomic():
+        key.save(update_fields=["revoked_at", "revocation_reason"])
+        audit_record(
+            actor=actor,
+            action="key.revoke",
+            target=f"key:{key.kid}",
+            why=key.revocation_reason,
+            data={"provider": key.provider.name, "revoked_at": key.revoked_at.isoformat()},
+        )
     transaction.on_commit(lambda: _reverify_signed_by(key))
     return key
 
@@ -158,6 +174,7 @@ def claim_submit(*, provider: Provider, user, body: bytes, idempotency_key: str)
                 provider=provider,
                 submitted_by=user,
                 idempotency_key=key,
+                provider_reference=validated.reference,
                 body_sha256=body_sha256,
                 body=body,
                 signed_payload=signed_payload,
@@ -184,6 +201,12 @@ def claim_submit(*, provider: Provider, user, body: bytes, idempotency_key: str)
                 new_status=ClaimStatus.RECEIVED,
                 reason="submitted",
                 snapshot={"idempotency_key": key, "kid": detached.kid, "total": str(total)},
+            )
+            audit_record(
+                actor=user,
+                action="claim.submit",
+                target=f"claim:{claim.public_id}",
+                data={"provider": provider.name, "kid": detached.kid, "total": str(total)},
             )
             transaction.on_commit(lambda: _enqueue(claim.pk))
     except IntegrityError:

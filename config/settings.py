@@ -50,6 +50,7 @@ INSTALLED_APPS = [
     "jobs",
     "audit",
     "review",
+    "payments",
 ]
 
 MIDDLEWARE = [

@@ -16,6 +16,9 @@ urlpatterns = [
     path("api/v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("ledger/", include("ledger.urls")),
+    path("audit/", include("audit.urls")),
+    path("jobs/", include("jobs.page_urls")),
+    path("payments/", include("payments.urls")),
     path("", include("review.urls")),
 ]
 

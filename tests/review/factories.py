@@ -14,7 +14,7 @@ from review.roles import Role
 from tests.claims import factories as cf
 
 _numbers = itertools.count(1)
-PASSWORD = "correct horse battery staple"  # noqa: S105 - test users only
+PASSWORD = "correct horse battery staple"  # test users only
 
 
 def user_with(*roles: Role, username: str | None = None):

@@ -1,0 +1,1 @@
+"""Payment runs (see payments.services)."""

@@ -1,0 +1,4 @@
+"""Pages of the payments app."""
+
+app_name = "payments"
+urlpatterns: list = []
