@@ -29,6 +29,7 @@ S = ClaimStatus
 DECIDABLE = frozenset({S.VERIFIED, S.NEEDS_REVIEW})
 ITEM = ClaimItem.Adjudication
 ATTACHMENT_TYPES = ("DocumentReference", "Binary")
+DOCUMENT_STATUSES = ("current", "superseded", "entered-in-error")
 
 
 class Forbidden(DomainError):
@@ -173,14 +174,7 @@ def item_decide(
         elif action == "adjust":
             if reason_code not in reasons.ADJUSTMENT_REASONS:
                 raise Unprocessable("choose a reason code for the adjustment", code="reason")
-            if amount is None or amount < 0 or amount >= item.submitted:
-                raise Unprocessable(
-                    f"the allowed amount must be at least 0 and below the submitted "
-                    f"{item.submitted}",
-                    code="amount",
-                )
-            if amount.as_tuple().exponent < -2:
-                raise Unprocessable("amounts have at most two decimals", code="amount")
+            _check_allowed(amount, item.submitted)
             item.adjudication, item.eligible, item.benefit = ITEM.ADJUSTED, amount, amount
             item.reason_code = reason_code
         elif action == "deny":
@@ -199,6 +193,19 @@ def item_decide(
             data={"item": sequence, "benefit": str(item.benefit), "reason": reason_code},
         )
         return item
+
+
+def _check_allowed(amount: Decimal | None, submitted: Decimal) -> None:
+    """An adjusted line's allowed amount: a finite Decimal, 0 <= amount < submitted, cents."""
+    if not isinstance(amount, Decimal) or not amount.is_finite():
+        raise Unprocessable("give the allowed amount as a number, e.g. 80.00", code="amount")
+    if amount < 0 or amount >= submitted:
+        raise Unprocessable(
+            f"the allowed amount must be at least 0 and below the submitted {submitted}",
+            code="amount",
+        )
+    if amount.as_tuple().exponent < -2:
+        raise Unprocessable("amounts have at most two decimals", code="amount")
 
 
 # --- approve / deny -------------------------------------------------------------------------
@@ -396,7 +403,7 @@ def claim_request_info(*, claim_id: int, user, reason_code: str, question: str) 
 
 def attachment_validate(resource: object) -> dict:
     """A FHIR R4 DocumentReference or Binary, valid under fhir.resources' R4B models."""
-    from fhir.resources.R4B import construct_fhir_element
+    from fhir.resources.R4B import get_fhir_model_class
 
     if not isinstance(resource, dict):
         raise Unprocessable(
@@ -409,12 +416,23 @@ def attachment_validate(resource: object) -> dict:
             code="attachment",
         )
     try:
-        construct_fhir_element(kind, resource)
+        get_fhir_model_class(kind).model_validate(resource)
     except Exception as exc:  # pydantic's ValidationError and friends: all mean "invalid"
         first = str(exc).splitlines()[:3]
         raise Unprocessable(
             f"the {kind} is not valid FHIR R4: {' '.join(first)}", code="invalid_fhir"
         ) from None
+    # fhir.resources checks shapes, not code values or cardinality 1..*: these we act on.
+    if kind == "DocumentReference":
+        if resource.get("status") not in DOCUMENT_STATUSES:
+            raise Unprocessable(
+                f"DocumentReference.status must be one of {', '.join(DOCUMENT_STATUSES)}",
+                code="invalid_fhir",
+            )
+        if not resource.get("content"):
+            raise Unprocessable(
+                "DocumentReference.content needs at least one attachment", code="invalid_fhir"
+            )
     return resource
 
 
