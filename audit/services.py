@@ -1,8 +1,15 @@
 """Writing the audit trail. Call :func:`audit_record` inside the transaction of the action it
-records, so the entry exists exactly when the action does."""
+records, so the entry exists exactly when the action does.
+
+Writing is one INSERT, with no lock and no hash: the next seal of the ledger chains the entry
+(audit.chain). Until then the entry shows as pending.
+"""
 
 from __future__ import annotations
 
+from datetime import datetime
+
+import rfc8785
 from django.utils import timezone
 
 from audit.models import AuditEntry
@@ -14,15 +21,45 @@ def actor_label(actor) -> str:
     return getattr(actor, "get_username", lambda: str(actor))()
 
 
-def audit_record(
-    *, actor, action: str, target: str, why: str = "", data: dict | None = None
+def _checked(data: dict | None) -> dict:
+    """The data must have one canonical JSON form (it is hashed as RFC 8785 when chained): refuse
+    here, in the action's transaction, what would otherwise fail at the seal."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise TypeError("audit data is a JSON object")
+    try:
+        rfc8785.dumps(data)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        raise ValueError(f"audit data has no canonical JSON form: {exc}") from exc
+    return data
+
+
+def audit_entry(
+    *,
+    actor,
+    action: str,
+    target: str,
+    why: str = "",
+    data: dict | None = None,
+    at: datetime | None = None,
 ) -> AuditEntry:
-    return AuditEntry.objects.create(
-        at=timezone.now(),
+    """An unsaved entry (for ``AuditEntry.objects.bulk_create``)."""
+    return AuditEntry(
+        at=at or timezone.now(),
         actor=actor if getattr(actor, "pk", None) else None,
         actor_label=actor_label(actor),
         action=action,
         target=target,
         why=why,
-        data=data or {},
+        data=_checked(data),
     )
+
+
+def audit_record(
+    *, actor, action: str, target: str, why: str = "", data: dict | None = None
+) -> AuditEntry:
+    """Record one action: who (``actor``, None for the system), what (``action`` on
+    ``target``), why, and the facts in ``data``."""
+    entry = audit_entry(actor=actor, action=action, target=target, why=why, data=data)
+    entry.save()
+    return entry

@@ -369,13 +369,31 @@ def _write_nodes(nodes: list[tuple[int, int, bytes]]) -> None:
         )
 
 
-@transaction.atomic
 def ledger_seal(*, max_leaves: int | None = None) -> Checkpoint | None:
     """Integrate pending leaves into the stored tree and sign a checkpoint of the new size.
 
     Returns the new checkpoint, or None when nothing is pending (the first call makes the
-    checkpoint of the empty log).
+    checkpoint of the empty log). First, the audit trail chains its new entries and anchors its
+    head as one leaf, which this checkpoint then includes (docs/audit-trail.md).
     """
+    _audit_chain()
+    return _seal(max_leaves=max_leaves)
+
+
+def _audit_chain() -> None:
+    """The seal hook of the audit trail. Its own (short) transaction, so the append counter is
+    not held while the tree is built; a failure is logged and never stops the seal (the entries
+    stay pending, and the next seal tries again)."""
+    from audit.chain import audit_chain
+
+    try:
+        audit_chain()
+    except Exception:
+        log.exception("the audit trail could not be chained at this seal")
+
+
+@transaction.atomic
+def _seal(*, max_leaves: int | None) -> Checkpoint | None:
     _lock("seal")
     latest = checkpoint_latest()
     old_size = latest.size if latest else 0

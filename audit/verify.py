@@ -1,0 +1,187 @@
+"""Verify the audit trail: recompute the chain from its first entry and check every anchor
+against the ledger, up to the operator-signed latest checkpoint (docs/audit-trail.md).
+
+Memory stays flat: entries are streamed in sequence order, anchors are checked as the chain
+reaches their sequence number.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from audit.chain import FIELDS, GENESIS, head_commitment, row_hash
+from audit.models import AuditEntry, ChainAnchor
+from ledger import anchor, keys, merkle, note, proofs
+from ledger.checkpoint import Checkpoint as CheckpointBody
+from ledger.models import Checkpoint, Leaf, MemberKey
+
+CHUNK = 5_000
+
+
+@dataclass
+class TrailReport:
+    entries: int = 0  # chained entries checked
+    pending: int = 0  # entries not chained yet (written since the last seal)
+    anchors: int = 0  # anchors checked against the ledger
+    anchors_unsealed: int = 0  # anchored, but the leaf is not in a checkpoint yet
+    head_seq: int = 0
+    head: bytes = GENESIS
+    anchored_seq: int = 0  # the last sequence number covered by a sealed, verified anchor
+    checkpoint_size: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    @property
+    def first_problem(self) -> str | None:
+        return self.problems[0] if self.problems else None
+
+    @property
+    def unanchored(self) -> int:
+        """Chained entries after the last sealed anchor (anchored at the next seals)."""
+        return self.head_seq - self.anchored_seq
+
+    def problem(self, text: str) -> None:
+        if len(self.problems) < 100:
+            self.problems.append(text)
+
+
+class _Ledger:
+    """The latest checkpoint, verified under the operator's key, and what proves leaves into it."""
+
+    def __init__(self, report: TrailReport):
+        self.report = report
+        self.size, self.root, self.error = 0, merkle.EMPTY_ROOT, None
+        cp = Checkpoint.objects.order_by("-size").first()
+        if cp is None:
+            return
+        try:
+            body = CheckpointBody.parse(note.verify(cp.note, [keys.operator_verifier_key()]).text)
+        except (note.NoteError, ValueError) as exc:
+            self.error = f"the latest checkpoint ({cp.size}) fails the operator's signature: {exc}"
+            return
+        self.size, self.root = body.size, body.root_hash
+        report.checkpoint_size = body.size
+        self.reader = proofs.HashReader()
+        self.anchor_keys = {
+            (name, key_id): vkey
+            for name, key_id, vkey in MemberKey.objects.filter(
+                purpose=MemberKey.Purpose.ANCHOR
+            ).values_list("member__name", "key_id", "verifier_key")
+        }
+
+    def check(self, a: ChainAnchor, head: bytes) -> str | None:
+        """None when leaf ``a.leaf_index`` is a valid anchor of ``head`` at ``a.seq``, included in
+        the signed checkpoint; else what is wrong. Raises _Unsealed when it is not sealed yet."""
+        where = f"the anchor of entry #{a.seq} (ledger leaf {a.leaf_index})"
+        leaf = Leaf.objects.filter(index=a.leaf_index).values_list("data", flat=True).first()
+        if leaf is None:
+            return f"{where}: the ledger has no such leaf"
+        data = bytes(leaf)
+        try:
+            statement = anchor.statement_parse(data)
+            vkey = self.anchor_keys.get((statement.member, f"{statement.key_id:08x}"))
+            if vkey is None:
+                return f"{where}: signed by {statement.member}, which has no such anchor key"
+            anchor.statement_verify(statement, vkey)
+        except anchor.AnchorError as exc:
+            return f"{where}: not a valid signed statement: {exc}"
+        if statement.commitment != head_commitment(a.seq, head):
+            return (
+                f"{where}: the leaf commits to another chain head than the one recomputed from "
+                "the first entry: the trail was rewritten up to here"
+            )
+        if self.error:
+            return self.error
+        if a.leaf_index >= self.size:
+            raise _Unsealed
+        try:
+            path = proofs.inclusion(
+                a.leaf_index, self.size, sealed_size=self.size, reader=self.reader
+            )
+            merkle.verify_inclusion(
+                a.leaf_index, self.size, merkle.leaf_hash(data), path, self.root
+            )
+        except (proofs.SizeError, merkle.ProofError) as exc:
+            return f"{where}: not included in the signed checkpoint of size {self.size}: {exc}"
+        if len(self.reader._cache) > 100_000:
+            self.reader = proofs.HashReader()  # bounded
+        return None
+
+
+class _Unsealed(Exception):
+    pass
+
+
+def audit_verify() -> TrailReport:
+    """Recompute the whole chain and check every anchor; the report lists what is wrong, the
+    first bad entry first."""
+    report = TrailReport()
+    report.pending = AuditEntry.objects.filter(seq__isnull=True).count()
+    ledger = _Ledger(report)
+    anchors = iter(ChainAnchor.objects.order_by("seq").iterator(chunk_size=CHUNK))
+    next_anchor = next(anchors, None)
+    recomputed = stored_prev = GENESIS
+    expected = 1
+    rows = (
+        AuditEntry.objects.filter(seq__isnull=False)
+        .order_by("seq")
+        .values_list("seq", "hash", *FIELDS)
+        .iterator(chunk_size=CHUNK)
+    )
+    for seq, stored, *row in rows:
+        stored = bytes(stored) if stored is not None else b""
+        report.entries += 1
+        if seq != expected:
+            report.problem(
+                f"entry #{expected} is missing (deleted?): the next chained entry is #{seq}"
+                if seq > expected
+                else f"entry #{seq} appears out of order"
+            )
+            expected = seq
+        expected += 1
+        recomputed = row_hash(seq, recomputed, tuple(row))
+        if row_hash(seq, stored_prev, tuple(row)) != stored:
+            report.problem(
+                f"entry #{seq} (id {row[0]}, {row[4]} on {row[5]}): its hash does not match its "
+                "recorded fields and the entry before it: it was altered, inserted or moved "
+                "after it was chained"
+            )
+        stored_prev = stored
+        while next_anchor is not None and next_anchor.seq <= seq:
+            _check_anchor(
+                report, ledger, next_anchor, recomputed if next_anchor.seq == seq else None
+            )
+            next_anchor = next(anchors, None)
+    report.head_seq, report.head = expected - 1, recomputed
+    for a in [next_anchor, *anchors] if next_anchor is not None else []:
+        report.problem(
+            f"the anchor of entry #{a.seq} (ledger leaf {a.leaf_index}) covers entries the trail "
+            f"no longer holds: it ends at #{report.head_seq} (entries deleted?)"
+        )
+    return report
+
+
+def _check_anchor(
+    report: TrailReport, ledger: _Ledger, a: ChainAnchor, recomputed: bytes | None
+) -> None:
+    if recomputed is None:  # the chain jumped past this anchor's entry
+        report.problem(f"the anchor of entry #{a.seq}: that entry is missing")
+        return
+    if bytes(a.head) != recomputed:
+        report.problem(
+            f"the anchor of entry #{a.seq} (ledger leaf {a.leaf_index}): the head recorded for it "
+            "differs from the chain recomputed from the first entry"
+        )
+    try:
+        wrong = ledger.check(a, recomputed)
+    except _Unsealed:
+        report.anchors_unsealed += 1
+        return
+    report.anchors += 1
+    if wrong:
+        report.problem(wrong)
+    elif not report.problems:
+        report.anchored_seq = a.seq
