@@ -1,16 +1,24 @@
-"""The provider's answer as a FHIR R4 ClaimResponse, built from where the claim stands."""
+"""The provider's answer as a FHIR R4 ClaimResponse, built from where the claim stands.
+
+Item adjudication carries the reason of an adjusted or denied line on its ``benefit`` entry: X12
+CARC codes (``review.reasons``) under their system, verification's own codes under ours. An open
+request for information keeps ``outcome`` at ``queued`` and puts the question in a
+``processNote``; a denial's sentence is a ``processNote`` too.
+"""
 
 from __future__ import annotations
 
 from decimal import Decimal
 
 from claims import money
-from claims.models import Claim, ClaimCheck, ClaimItem
+from claims.models import Claim, ClaimCheck, ClaimEvent, ClaimItem
 from claims.states import ClaimStatus
+from review import reasons
 
 ADJUDICATION = "http://terminology.hl7.org/CodeSystem/adjudication"
 ADJUDICATION_ERROR = "http://terminology.hl7.org/CodeSystem/adjudication-error"
 CLAIMPROOF_CHECKS = "https://claimproof.example/fhir/CodeSystem/verification-check"
+CLAIMPROOF_REASONS = "https://claimproof.example/fhir/CodeSystem/adjudication-reason"
 
 QUEUED = {ClaimStatus.RECEIVED, ClaimStatus.VERIFYING}
 ERROR = {ClaimStatus.REJECTED}
@@ -38,7 +46,7 @@ def _adjudication(code: str, amount: dict | None) -> dict | None:
 
 
 def _outcome(claim: Claim, items: list[ClaimItem]) -> str:
-    if claim.status in QUEUED:
+    if claim.status in QUEUED or claim.status == ClaimStatus.INFO_REQUESTED:
         return "queued"
     if claim.status in ERROR:
         return "error"
@@ -48,11 +56,20 @@ def _outcome(claim: Claim, items: list[ClaimItem]) -> str:
     return "complete"
 
 
-def _disposition(claim: Claim, failed: list[ClaimCheck]) -> str:
+def _disposition(claim: Claim, failed: list[ClaimCheck], open_request, denial: str) -> str:
     if claim.status in QUEUED:
         return "Received; verification against the consortium ledger is under way."
     if failed:
         return "Rejected: " + " ".join(check.sentence for check in failed)
+    if claim.status == ClaimStatus.INFO_REQUESTED and open_request is not None:
+        return (
+            f"The insurer requests more information: {open_request.question} "
+            "Answer with POST /api/v1/claims/{id}/info-requests/answer.".replace(
+                "{id}", str(claim.public_id)
+            )
+        )
+    if claim.status == ClaimStatus.DENIED and denial:
+        return f"Denied: {denial}"
     return {
         ClaimStatus.VERIFIED: "Verified against the consortium ledger; awaiting adjudication.",
         ClaimStatus.NEEDS_REVIEW: "Verified with findings; an adjuster reviews it.",
@@ -73,6 +90,8 @@ def claim_response(claim: Claim) -> dict:
     failed = (
         [c for c in claim.checks.filter(run=run, outcome=ClaimCheck.Outcome.FAIL)] if run else []
     )
+    open_request = _open_request(claim)
+    denial = _denial(claim)
     created = claim.updated_at.strftime("%Y-%m-%dT%H:%M:%S+00:00")
     response: dict = {
         "resourceType": "ClaimResponse",
@@ -86,8 +105,19 @@ def claim_response(claim: Claim) -> dict:
         "requestor": source.get("provider"),
         "request": {"reference": f"Claim/{claim.public_id}"},
         "outcome": _outcome(claim, items),
-        "disposition": _disposition(claim, failed),
+        "disposition": _disposition(claim, failed, open_request, denial),
     }
+    notes = []
+    if open_request is not None:
+        notes.append(
+            f"Request for information ({open_request.reason_label}): {open_request.question}"
+        )
+    if denial:
+        notes.append(f"Denied: {denial}")
+    if notes:
+        response["processNote"] = [
+            {"number": n, "type": "display", "text": text} for n, text in enumerate(notes, start=1)
+        ]
     if claim.status not in QUEUED:
         response["item"] = [_item(item, claim.currency) for item in items]
         submitted = sum((i.submitted for i in items), Decimal("0.00"))
@@ -113,6 +143,43 @@ def claim_response(claim: Claim) -> dict:
     return {k: v for k, v in response.items() if v is not None}
 
 
+def _open_request(claim: Claim):
+    """The unanswered request for information, with ``reason_label`` set; None if there is none."""
+    from review.models import InfoRequest  # review depends on claims, not the other way round
+
+    request = InfoRequest.objects.filter(claim=claim, answered_at__isnull=True).first()
+    if request is not None:
+        request.reason_label = reasons.INFO_REASONS.get(request.reason_code, request.reason_code)
+    return request
+
+
+def _denial(claim: Claim) -> str:
+    """Why an adjuster denied the claim (the reason of its move to denied)."""
+    if claim.status != ClaimStatus.DENIED:
+        return ""
+    event = (
+        ClaimEvent.objects.filter(claim=claim, new_status=ClaimStatus.DENIED)
+        .order_by("-at", "-id")
+        .first()
+    )
+    return event.reason if event and event.reason else ""
+
+
+def _reason(code: str) -> dict:
+    """An adjudication reason: an X12 CARC code, or one of verification's own codes."""
+    if code in reasons.DENIAL_REASONS:
+        return {
+            "coding": [
+                {
+                    "system": reasons.CARC_SYSTEM,
+                    "code": code,
+                    "display": reasons.DENIAL_REASONS[code],
+                }
+            ]
+        }
+    return {"coding": [{"system": CLAIMPROOF_REASONS, "code": code}]}
+
+
 def _item(item: ClaimItem, currency: str) -> dict:
     adjudication = [
         a
@@ -124,10 +191,11 @@ def _item(item: ClaimItem, currency: str) -> dict:
         if a
     ]
     if item.reason_code:
-        adjudication.append(
-            {
-                "category": {"coding": [{"system": ADJUDICATION, "code": "submitted"}]},
-                "reason": {"coding": [{"code": item.reason_code}]},
-            }
+        benefit = next(
+            (a for a in adjudication if a["category"]["coding"][0]["code"] == "benefit"), None
         )
+        if benefit is None:
+            benefit = {"category": {"coding": [{"system": ADJUDICATION, "code": "benefit"}]}}
+            adjudication.append(benefit)
+        benefit["reason"] = _reason(item.reason_code)
     return {"itemSequence": item.sequence, "adjudication": adjudication}

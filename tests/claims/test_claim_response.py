@@ -83,3 +83,76 @@ def test_a_coverage_that_has_ended_by_the_date_of_service_rejects_the_claim():
     claim = f.verified(f.submit(kit, body))
     assert claim.status == "rejected"
     assert "Coverage" in f.checks(claim)["binding"].sentence
+
+
+def test_item_adjudication_carries_the_adjusters_carc_reasons():
+    from decimal import Decimal
+
+    from review import reasons, services
+    from review.roles import Role
+    from tests.review.factories import decidable_claim, user_with
+
+    kit = f.make_provider()
+    claim = decidable_claim(kit, procedures=2)
+    adjuster = user_with(Role.ADJUSTER)
+    services.item_decide(
+        claim_id=claim.pk,
+        user=adjuster,
+        sequence=1,
+        action="adjust",
+        amount=Decimal("80.00"),
+        reason_code="45",
+    )
+    services.item_decide(
+        claim_id=claim.pk, user=adjuster, sequence=2, action="deny", reason_code="96"
+    )
+    services.claim_approve(claim_id=claim.pk, user=adjuster)
+    resource = _response(kit, claim)
+    assert resource["outcome"] == "partial"
+    items = {i["itemSequence"]: i["adjudication"] for i in resource["item"]}
+
+    def benefit(seq):
+        return next(a for a in items[seq] if a["category"]["coding"][0]["code"] == "benefit")
+
+    assert benefit(1)["amount"]["value"] == 80.0
+    assert benefit(1)["reason"]["coding"][0] == {
+        "system": reasons.CARC_SYSTEM,
+        "code": "45",
+        "display": reasons.DENIAL_REASONS["45"],
+    }
+    assert benefit(2)["amount"]["value"] == 0 and benefit(2)["reason"]["coding"][0]["code"] == "96"
+    totals = {t["category"]["coding"][0]["code"]: t["amount"]["value"] for t in resource["total"]}
+    assert totals == {"submitted": 210.0, "benefit": 80.0}
+
+
+def test_a_denied_claim_says_why_in_a_process_note():
+    from review import services
+    from review.roles import Role
+    from tests.review.factories import decidable_claim, user_with
+
+    kit = f.make_provider()
+    claim = decidable_claim(kit)
+    services.claim_deny(
+        claim_id=claim.pk,
+        user=user_with(Role.ADJUSTER),
+        reason_code="50",
+        text="The records do not show medical necessity.",
+    )
+    resource = _response(kit, claim)
+    assert resource["outcome"] == "complete"
+    assert resource["disposition"].startswith("Denied: CARC 50")
+    assert "medical necessity" in resource["processNote"][0]["text"]
+    reason = resource["item"][0]["adjudication"][-1]["reason"]["coding"][0]
+    assert reason["code"] == "50"
+
+
+def test_a_rejected_items_reason_uses_claimproofs_code_system():
+    from claims.claim_response import CLAIMPROOF_REASONS
+
+    kit = f.make_provider()
+    unanchored = f.Anchored(f.procedure(), b"\1" * 32, 999_999, b"\2" * 32)
+    claim, _ = f.claim_for(kit, [unanchored])
+    f.verified(claim)
+    resource = _response(kit, claim)
+    reasons = [a["reason"] for a in resource["item"][0]["adjudication"] if "reason" in a]
+    assert reasons[0]["coding"][0]["system"] == CLAIMPROOF_REASONS
