@@ -252,3 +252,45 @@ def test_jobs_are_for_staff_only(client):
         == 403
     )
     assert not BatchJob.objects.exists()
+
+
+def test_two_deliveries_of_the_planning_at_once_plan_each_claim_once(settings):
+    settings.JOBS_CHUNK_SIZE = 2
+    kit = make_provider()
+    claims = verified_claims(kit, 7)
+    job = jobs.job_start({"all": True})
+    sent: list[int] = []
+
+    def dispatch(chunk_id: int) -> None:
+        sent.append(chunk_id)
+        if len(sent) == 1:  # a redelivered planning runs while the first is after chunk 0
+            jobs.job_plan(job.pk, dispatch=sent.append)
+
+    jobs.job_plan(job.pk, dispatch=dispatch)  # its chunk 1 is taken: it stops, the other planned
+    job.refresh_from_db()
+    assert job.planned and (job.chunks, job.total) == (4, 7)
+    planned_ids = [i for ids in job.chunk_set.values_list("ids", flat=True) for i in ids]
+    assert sorted(planned_ids) == sorted(c.pk for c in claims)  # each claim in one chunk
+    for chunk_id in set(sent):
+        jobs.chunk_process(chunk_id)
+    job.refresh_from_db()
+    assert (job.status, job.done, job.passed) == (BatchJob.Status.DONE, 7, 7)
+
+
+def test_a_chunk_of_claims_not_reverified_is_recorded_in_one_insert(settings):
+    settings.JOBS_CHUNK_SIZE = 50
+    kit = make_provider()
+    claims = verified_claims(kit, 4)
+    paid = [c.pk for c in claims[:3]]
+    Claim.objects.filter(pk__in=paid).update(status=S.PAID)
+    job = jobs.job_start({"all": True})
+    [chunk_id] = planned(job)
+    with CaptureQueriesContext(connection) as queries:
+        jobs.chunk_process(chunk_id)
+    inserts = [q["sql"] for q in queries if q["sql"].startswith('INSERT INTO "jobs_batchresult"')]
+    assert len(inserts) == 2  # the three paid claims together, then the one re-verified
+    job.refresh_from_db()
+    assert (job.done, job.skipped, job.passed) == (4, 3, 1)
+    assert set(BatchResult.objects.filter(job=job, claim_id__in=paid).values_list("reason")) == {
+        ("not re-verified: the claim is paid",)
+    }
