@@ -1,4 +1,6 @@
 """The jobs pages (browser); the API is jobs/urls.py."""
 
+from jobs import views
+
 app_name = "jobs_pages"
-urlpatterns: list = []
+urlpatterns = views.urls

@@ -523,3 +523,20 @@ def payment_reconciliation(run: PaymentRun, provider_id: int, currency: str = ""
             for reference, claim, amount, at in rows
         ],
     }
+
+
+def runs() -> QuerySet[PaymentRun]:
+    """Payment runs, newest first."""
+    return PaymentRun.objects.select_related("created_by").order_by("-created_at")
+
+
+def payable_summary(period: date | None = None) -> list[dict]:
+    """What a run for ``period`` (today by default) would pay now: count and amount per
+    currency."""
+    rows = (
+        payable(period or timezone.now().astimezone(UTC).date())
+        .values("currency")
+        .annotate(payouts=Count("pk"), amount=Sum("amount"))
+        .order_by("currency")
+    )
+    return list(rows)

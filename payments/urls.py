@@ -1,4 +1,6 @@
-"""Pages of the payments app."""
+"""Pages of the payments app (payments.views)."""
+
+from payments import views
 
 app_name = "payments"
-urlpatterns: list = []
+urlpatterns = views.urls
