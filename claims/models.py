@@ -125,6 +125,16 @@ class Claim(models.Model):
         indexes = [
             # the verification sweeper and the queue read claims by status, newest first
             models.Index(fields=["status", "-created_at"], name="claim_status_created"),
+            # the adjusters' queue walks these from a keyset boundary (review/queue.py)
+            models.Index(fields=["created_at", "id"], name="claim_queue_created"),
+            models.Index(fields=["status", "created_at", "id"], name="claim_queue_status"),
+            models.Index(fields=["provider", "created_at", "id"], name="claim_queue_provider"),
+            models.Index(fields=["total", "id"], name="claim_queue_total"),
+            models.Index(
+                fields=["provider_reference"],
+                opclasses=["varchar_pattern_ops"],
+                name="claim_queue_reference",
+            ),
         ]
 
     def __str__(self) -> str:
