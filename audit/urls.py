@@ -1,4 +1,11 @@
 """Pages of the audit app."""
 
+from django.urls import path
+
+from audit import views
+
 app_name = "audit"
-urlpatterns: list = []
+urlpatterns = [
+    path("", views.trail, name="trail"),
+    path("verify", views.verify, name="verify"),
+]
