@@ -14,6 +14,7 @@ from rest_framework.authtoken.models import Token
 
 from claims import disclosure, jws, services
 from claims.models import Provider, ProviderKey, ProviderUser
+from claims.verification import claim_verify
 from ledger import anchor, keys
 from ledger import services as ledger_services
 from ledger.keys import write_secret
@@ -91,7 +92,16 @@ def _anchor(proc: dict, member: str) -> tuple[dict, bytes, int, bytes]:
     return proc, salt, leaf.index, leaf.leaf_hash
 
 
-def _bundle(demo: DemoProvider, procs: list, *, price: float, patient: str) -> dict:
+def _bundle(
+    demo: DemoProvider,
+    procs: list,
+    *,
+    price: float,
+    patient: str,
+    reference: str = "",
+    use: str = "claim",
+    private_jwk: dict | None = None,
+) -> dict:
     entries, items, claim_procs = [], [], []
     for i, (proc, salt, index, leaf_hash) in enumerate(procs, start=1):
         url = f"urn:uuid:{secrets.token_hex(4)}-0000-4000-8000-{secrets.token_hex(6)}"
@@ -120,7 +130,7 @@ def _bundle(demo: DemoProvider, procs: list, *, price: float, patient: str) -> d
                 }
             ]
         },
-        "use": "claim",
+        "use": use,
         "patient": {"reference": patient},
         "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "insurer": {"reference": "Organization/acme-insurance.example"},
@@ -131,6 +141,10 @@ def _bundle(demo: DemoProvider, procs: list, *, price: float, patient: str) -> d
         "item": items,
         "total": {"value": price * len(items), "currency": "USD"},
     }
+    if reference:
+        claim["identifier"] = [
+            {"system": f"https://{demo.provider.member.name}/claims", "value": reference}
+        ]
     bundle = {
         "resourceType": "Bundle",
         "type": "collection",
@@ -139,25 +153,33 @@ def _bundle(demo: DemoProvider, procs: list, *, price: float, patient: str) -> d
             *entries,
         ],
     }
+    key = private_jwk or demo.private_jwk
     return disclosure.sign_bundle(
         bundle,
-        demo.private_jwk,
-        demo.private_jwk["kid"],
+        key,
+        key["kid"],
         who=f"Organization/{demo.provider.member.name}",
         when=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
     )
 
 
-def _submit(demo: DemoProvider, bundle: dict | bytes) -> None:
+def _submit(demo: DemoProvider, bundle: dict | bytes):
     body = bundle if isinstance(bundle, bytes) else json.dumps(bundle).encode()
-    services.claim_submit(
+    return services.claim_submit(
         provider=demo.provider, user=demo.user, body=body, idempotency_key=secrets.token_hex(8)
-    )
+    ).claim
 
 
-def load_demo_claims(count: int) -> dict[str, int]:
-    """Submit ``count`` honest claims per provider, and one of each kind of fraud the verifier
-    catches. The worker verifies them as they arrive."""
+# Prices cycle through these: small claims one adjuster approves, four-eyes claims (above
+# REVIEW_FOUR_EYES_ABOVE) and claims above CLAIMS_REVIEW_ABOVE that verification flags for review.
+PRICES = [180.0, 250.0, 420.0, 95.0, 310.0, 1250.0, 2400.0, 640.0, 7000.0, 150.0]
+
+
+def load_demo_claims(count: int, *, live: int = 8) -> dict[str, int]:
+    """Submit ``count`` honest claims per provider and one of each kind of fraud the verifier
+    catches, all through the real intake. All but the last ``live`` are verified here; the worker
+    verifies those when the app starts, so the queue shows them change live. Decisions come
+    after: :func:`demo_decide`."""
     made: dict[str, int] = {}
     demos = [demo_provider(*spec) for spec in DEMO_PROVIDERS]
     honest = []
@@ -166,31 +188,66 @@ def load_demo_claims(count: int) -> dict[str, int]:
         for n in range(count):
             patient = f"Patient/demo-{n % 23}"
             procs = [_anchor(_procedure(n * 3 + k, patient), member) for k in range(1 + n % 2)]
-            honest.append((demo, procs, patient))
+            honest.append((demo, procs, patient, n))
     ledger_services.ledger_seal_and_cosign()
-    for demo, procs, patient in honest:
-        price = 250.0 if len(procs) == 1 else 7_000.0 / 2  # some above the review threshold
-        _submit(demo, _bundle(demo, procs, price=price, patient=patient))
-        made["honest"] = made.get("honest", 0) + 1
+    submitted = []
+    for demo, procs, patient, n in honest:
+        price = PRICES[n % len(PRICES)] / len(procs)
+        reference = f"{demo.provider.member.name.split('.')[0].upper()}-{2026_0000 + n}"
+        submitted.append(
+            _submit(demo, _bundle(demo, procs, price=price, patient=patient, reference=reference))
+        )
+    made["honest"] = len(submitted)
+    frauds = _frauds(*demos)
+    made["fraud"] = len(frauds)
+    for claim in frauds + submitted[: max(0, len(submitted) - live)]:
+        claim_verify(claim_id=claim.pk)
+    return made
 
-    hospital, lab = demos
-    # Fraud 1: the body was changed after it was signed.
-    proc = [_anchor(_procedure(9001, "Patient/demo-1"), hospital.provider.member.name)]
-    # Fraud 2: a procedure that was never anchored.
+
+def _frauds(hospital: DemoProvider, lab: DemoProvider) -> list:
+    """One claim per kind of fraud, each rejected by the check that catches it."""
+    h, lab_member = hospital.provider.member.name, lab.provider.member.name
+    proc = [_anchor(_procedure(9001, "Patient/demo-1"), h)]
     ghost = [(_procedure(9002, "Patient/demo-2"), anchor.new_salt(), 10**9, b"\0" * 32)]
-    # Fraud 3: a procedure anchored by another member (the lab's anchor, billed by the hospital).
-    foreign = [_anchor(_procedure(9003, "Patient/demo-3"), lab.provider.member.name)]
+    foreign = [_anchor(_procedure(9003, "Patient/demo-3"), lab_member)]
+    twice = [_anchor(_procedure(9004, "Patient/demo-4"), h)]
+    salted = list(_anchor(_procedure(9005, "Patient/demo-5"), h))
+    salted[1] = anchor.new_salt()  # the provider discloses another salt than it committed
+    not_done = [_anchor(_procedure(9006, "Patient/demo-6", status="not-done"), h)]
+    late = _procedure(9007, "Patient/demo-7")
+    late["performedDateTime"] = (datetime.now(UTC) + timedelta(days=2)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ"
+    )
+    after = [_anchor(late, h)]
+    forged = [_anchor(_procedure(9008, "Patient/demo-8"), h)]
     ledger_services.ledger_seal_and_cosign()
+    made = []
     tampered = json.dumps(_bundle(hospital, proc, price=250.0, patient="Patient/demo-1"))
-    _submit(hospital, tampered.replace('"value": 250.0', '"value": 2500.0', 1).encode())
-    _submit(hospital, _bundle(hospital, ghost, price=250.0, patient="Patient/demo-2"))
-    _submit(hospital, _bundle(hospital, foreign, price=250.0, patient="Patient/demo-3"))
-    # Fraud 4: the same procedure billed twice.
-    twice = [_anchor(_procedure(9004, "Patient/demo-4"), hospital.provider.member.name)]
-    ledger_services.ledger_seal_and_cosign()
-    _submit(hospital, _bundle(hospital, twice, price=250.0, patient="Patient/demo-4"))
-    _submit(hospital, _bundle(hospital, twice, price=250.0, patient="Patient/demo-4"))
-    made["fraud"] = 5
+    made.append(
+        _submit(hospital, tampered.replace('"value": 250.0', '"value": 2500.0', 3).encode())
+    )
+    made.append(_submit(hospital, _bundle(hospital, ghost, price=250.0, patient="Patient/demo-2")))
+    made.append(
+        _submit(hospital, _bundle(hospital, foreign, price=250.0, patient="Patient/demo-3"))
+    )
+    made.append(_submit(hospital, _bundle(hospital, twice, price=250.0, patient="Patient/demo-4")))
+    made.append(_submit(hospital, _bundle(hospital, twice, price=260.0, patient="Patient/demo-4")))
+    made.append(
+        _submit(hospital, _bundle(hospital, [tuple(salted)], price=250.0, patient="Patient/demo-5"))
+    )
+    made.append(
+        _submit(hospital, _bundle(hospital, not_done, price=250.0, patient="Patient/demo-6"))
+    )
+    made.append(_submit(hospital, _bundle(hospital, after, price=250.0, patient="Patient/demo-7")))
+    # Signed with the lab's key under the hospital's kid: the signature does not verify.
+    lab_key = {**lab.private_jwk, "kid": hospital.private_jwk["kid"]}
+    made.append(
+        _submit(
+            hospital,
+            _bundle(hospital, forged, price=250.0, patient="Patient/demo-8", private_jwk=lab_key),
+        )
+    )
     return made
 
 

@@ -1,4 +1,5 @@
-"""Load the demo consortium once: demo logins and anchored, sealed, cosigned procedures."""
+"""Load the demo consortium once: logins for every role, anchored, sealed, cosigned procedures,
+and a few hundred claims in every state."""
 
 from __future__ import annotations
 
@@ -11,49 +12,65 @@ from django.core.management.base import BaseCommand
 
 from ledger.models import Leaf
 
-DEMO_USERS = [("operator", "operator: members, keys and the admin", True)]
-
 
 class Command(BaseCommand):
     help = (
-        "Create the demo logins (written to var/demo-logins.txt), anchor demo procedures and "
-        "submit demo claims (honest ones and one of each fraud). Loads each part only once."
+        "Create the demo logins (written to var/demo-logins.txt), anchor demo procedures, submit "
+        "demo claims (honest ones and one of each fraud), verify them and make adjusters' "
+        "decisions. Loads each part only once."
     )
 
     def add_arguments(self, parser):
         parser.add_argument("--anchors", type=int, default=100, help="per member (default 100)")
-        parser.add_argument("--claims", type=int, default=20, help="per provider (default 20)")
+        parser.add_argument("--claims", type=int, default=150, help="per provider (default 150)")
+        parser.add_argument(
+            "--live", type=int, default=8, help="claims left for the worker to verify (default 8)"
+        )
 
-    def handle(self, *args, anchors: int, claims: int, **options):
+    def handle(self, *args, anchors: int, claims: int, live: int, **options):
+        from claims.demo import demo_logins, load_demo_claims
+        from claims.models import Claim
+        from review.demo import demo_backdate, demo_decide, demo_staff
+
         logins = settings.VAR_DIR / "demo-logins.txt"
-        User = get_user_model()
         lines = []
-        for username, role, superuser in DEMO_USERS:
-            if User.objects.filter(username=username).exists():
-                continue
+        if not get_user_model().objects.filter(username="admin").exists():
             password = secrets.token_urlsafe(9)
-            User.objects.create_user(
-                username, password=password, is_staff=True, is_superuser=superuser
-            )
-            lines.append(f"{username} / {password}   ({role})")
-        if lines:
-            with logins.open("a", encoding="utf-8") as f:
-                f.write("\n".join(lines) + "\n")
-            logins.chmod(0o600)
+            get_user_model().objects.create_superuser("admin", password=password)
+            lines.append(f"admin / {password}   (superuser: every role and the Django admin)")
+        lines += demo_staff()
+        _append(logins, lines)
         if Leaf.objects.exists():
             self.stdout.write("demo ledger already loaded")
         else:
             call_command("ledger_demo", anchors=anchors, batches=6, stdout=self.stdout)
-        from claims.demo import demo_logins, load_demo_claims
-        from claims.models import Claim
 
         if Claim.objects.exists():
             self.stdout.write("demo claims already loaded")
-        else:
-            made = load_demo_claims(claims)
-            self.stdout.write(
-                f"submitted {made['honest']} honest claims and {made['fraud']} frauds; "
-                "the worker verifies them"
-            )
-            with logins.open("a", encoding="utf-8") as f:
-                f.write("\n".join(demo_logins()) + "\n")
+            return
+        made = load_demo_claims(claims, live=live)
+        decided = demo_decide()
+        paid = _pay()
+        demo_backdate()
+        self.stdout.write(
+            f"submitted {made['honest']} honest claims and {made['fraud']} frauds; "
+            f"{live} are left for the worker to verify"
+        )
+        for what, n in sorted(decided.items()):
+            self.stdout.write(f"  {n:4d} {what}")
+        if paid:
+            self.stdout.write(f"  {paid:4d} paid in a payment run")
+        _append(logins, demo_logins())
+
+
+def _pay() -> int:
+    """Settle part of the approved claims in a payment run, when payment runs are installed."""
+    return 0
+
+
+def _append(path, lines: list[str]) -> None:
+    if not lines:
+        return
+    with path.open("a", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+    path.chmod(0o600)
