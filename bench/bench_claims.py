@@ -35,6 +35,7 @@ TITLE = "4. Claims: verification (claim_verify) and intake (claim_submit) vs raw
 AIM = 0.5
 BATCH = 500  # anchors per anchor_append_many call, as an EHR posting NDJSON
 MEMBER = "stmarys.example"
+BATCH_SIZE = 50  # claims per claim_verify_many, CLAIMS_VERIFY_BATCH's default
 
 # (label, path suffix, function name): where a verification's time goes.
 PROFILE_BUCKETS = [
@@ -51,7 +52,10 @@ PROFILE_BUCKETS = [
     ("procedure checks (checks.ledger.check)", "claims/checks/ledger.py", "check"),
     ("binding (checks.binding.check)", "claims/checks/binding.py", "check"),
     ("business (checks.business.check)", "claims/checks/business.py", "check"),
-    ("the writing transaction (verification._conclude)", "claims/verification.py", "_conclude"),
+    ("parse body and disclosures (verification._prepare)", "claims/verification.py", "_prepare"),
+    ("concluding each claim (verification._settle)", "claims/verification.py", "_settle"),
+    ("  claim_transitions (states)", "claims/states.py", "claim_transitions"),
+    ("batched writes (verification._Writes.flush)", "claims/verification.py", "flush"),
     ("Ed25519 verify (jws._verify_raw)", "claims/jws.py", "_verify_raw"),
     ("RFC 8785 canonical JSON (rfc8785.dumps)", "rfc8785/_impl.py", "dumps"),
 ]  # fmt: skip
@@ -137,6 +141,28 @@ def _verifier(ids: list[int], rounds: int):
     return verify
 
 
+def _batch_verifier(ids: list[int], rounds: int, size: int):
+    """Rounds of ``claim_verify_many`` over batches of ``size`` claims, as a worker pulling
+    what intake queued does."""
+    from claims.states import ClaimStatus
+    from claims.verification import claim_verify_many
+
+    per_round = len(ids) // rounds
+    slices = iter(ids[i * per_round : (i + 1) * per_round] for i in range(rounds))
+
+    def verify() -> int:
+        batch = next(slices)
+        for start in range(0, len(batch), size):
+            chunk = batch[start : start + size]
+            done = claim_verify_many(claim_ids=chunk)
+            bad = [c for c in done if c.status != ClaimStatus.VERIFIED]
+            if len(done) != len(chunk) or bad:
+                raise RuntimeError(f"a batch left {len(chunk) - len(done)} claims, {bad[:1]}")
+        return len(batch)
+
+    return verify
+
+
 def _submitter(kit, bodies: list[bytes], rounds: int):
     per_round = len(bodies) // rounds
     slices = iter(bodies[i * per_round : (i + 1) * per_round] for i in range(rounds))
@@ -149,17 +175,22 @@ def _submitter(kit, bodies: list[bytes], rounds: int):
     return submit
 
 
-def count_queries(ids: list[int]) -> tuple[float, dict[str, list[float]]]:
+def count_queries(ids: list[int], batch: int = 0) -> tuple[float, dict[str, list[float]]]:
     """Queries per verification, and per statement (its first 70 characters): how many per
-    claim and the milliseconds they take per claim."""
+    claim and the milliseconds they take per claim; ``batch``: through ``claim_verify_many``
+    in batches of that size."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from claims.verification import claim_verify
+    from claims.verification import claim_verify, claim_verify_many
 
     with CaptureQueriesContext(connection) as ctx:
-        for claim_id in ids:
-            claim_verify(claim_id=claim_id)
+        if batch:
+            for start in range(0, len(ids), batch):
+                claim_verify_many(claim_ids=ids[start : start + batch])
+        else:
+            for claim_id in ids:
+                claim_verify(claim_id=claim_id)
     shapes: dict[str, list[float]] = {}
     for q in ctx.captured_queries:
         sql = _NUMBERS.sub("N", _SAVEPOINT.sub("SAVEPOINT", " ".join(q["sql"].split())))[:70]
@@ -169,13 +200,17 @@ def count_queries(ids: list[int]) -> tuple[float, dict[str, list[float]]]:
     return len(ctx.captured_queries) / len(ids), shapes
 
 
-def profile_verifications(ids: list[int]) -> tuple[str, list[dict[str, Any]]]:
-    from claims.verification import claim_verify
+def profile_verifications(ids: list[int], batch: int = 0) -> tuple[str, list[dict[str, Any]]]:
+    from claims.verification import claim_verify, claim_verify_many
 
     profiler = cProfile.Profile()
     profiler.enable()
-    for claim_id in ids:
-        claim_verify(claim_id=claim_id)
+    if batch:
+        for start in range(0, len(ids), batch):
+            claim_verify_many(claim_ids=ids[start : start + batch])
+    else:
+        for claim_id in ids:
+            claim_verify(claim_id=claim_id)
     profiler.disable()
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
@@ -204,6 +239,26 @@ def _buckets(stats: pstats.Stats, count: int) -> list[dict[str, Any]]:
     return out
 
 
+def _print_queries(label: str, per_claim: float, shapes: dict[str, list[float]]) -> None:
+    print(f"\n  {label}: {per_claim:.1f} statements per claim; by statement:")
+    rows = [[sql, f"{n:.2f}", f"{ms:.2f}"] for sql, (n, ms) in shapes.items()]
+    print("    " + table(["statement", "per claim", "ms per claim"], rows).replace("\n", "\n    "))
+
+
+def _print_profile(label: str, count: int, text: str, buckets: list[dict[str, Any]]) -> None:
+    print(f"\n  cProfile of {count} verifications ({label}), top 25 by cumulative time:")
+    print("    " + _trim_profile(text).replace("\n", "\n    "))
+    print(f"  where a verification's time goes ({label}; cumulative, overlapping):")
+    body = [
+        [b["what"], f"{b['calls_per_claim']:.2f}", f"{b['us_per_claim']:.0f}", f"{b['share']:.0%}"]
+        for b in buckets
+    ]
+    print(
+        "    " + table(["call", "calls/claim", "us/claim", "share"], body).replace("\n", "\n    "),
+        flush=True,
+    )
+
+
 def run(sizes: Sizes, state: dict[str, Any]) -> Result:
     result = Result(NAME, TITLE)
     state.pop("log", None)
@@ -214,35 +269,54 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
     # Everything below the line is built untimed, before any round.
     verify_count = per_round * rounds
     probe = 40  # warm-up (the tile cache), then the query count
-    bodies = signed_bodies(kit, verify_count + probe + sizes.claims_profiled + per_round * rounds)
-    to_verify = bodies[: verify_count + probe + sizes.claims_profiled]
-    to_submit = bodies[len(to_verify) :]
-    ids = submit_all(kit, to_verify)
-    warm, timed_ids = ids[:probe], ids[probe : probe + verify_count]
-    profiled = ids[probe + verify_count :]
-    _verifier(warm[: probe // 2], 1)()
-    per_claim_queries, shapes = count_queries(warm[probe // 2 :])
+    profiled = sizes.claims_profiled
+    wanted = 2 * (verify_count + probe + profiled) + per_round * rounds
+    bodies = signed_bodies(kit, wanted)
+    to_submit = bodies[-per_round * rounds :]
+    ids = submit_all(kit, bodies[: -per_round * rounds])
+
+    def cut(n: int) -> list[int]:
+        nonlocal ids
+        out, ids = ids[:n], ids[n:]
+        return out
+
+    warm, probe_one, probe_many = cut(probe // 2), cut(probe // 2), cut(probe)
+    timed_one, timed_many = cut(verify_count), cut(verify_count)
+    profiled_one, profiled_many = cut(profiled), cut(profiled)
+    _verifier(warm, 1)()
+    per_claim_queries, shapes = count_queries(probe_one)
+    batch_queries, batch_shapes = count_queries(probe_many, batch=BATCH_SIZE)
 
     contenders = ed25519_contenders(sizes.ed25519_verifies)
-    contenders["claim_verify"] = _verifier(timed_ids, rounds)
+    contenders["claim_verify"] = _verifier(timed_one, rounds)
+    contenders["claim_verify_many"] = _batch_verifier(timed_many, rounds, BATCH_SIZE)
     contenders["claim_submit"] = _submitter(kit, to_submit, rounds)
     rates = best_rates(contenders, rounds)
     verify_rates = rates.pop("claim_verify")
+    many_rates = rates.pop("claim_verify_many")
     submit_rates = rates.pop("claim_submit")
     ref_name, ref_rate = max(((k, best(v)) for k, v in rates.items()), key=lambda kv: kv[1])
-    verified, submitted = best(verify_rates), best(submit_rates)
-    procedures = sum(body.count(b'"resourceType": "Procedure"') for body in to_verify) / len(
-        to_verify
-    )
+    verified, many, submitted = best(verify_rates), best(many_rates), best(submit_rates)
+    procedures = sum(body.count(b'"resourceType": "Procedure"') for body in bodies) / len(bodies)
     result.rows.append(
         Row(
-            figure="claim_verify, one worker in-process (claims/s)",
-            value=verified,
+            figure=f"claim_verify_many, batches of {BATCH_SIZE}, one worker (claims/s)",
+            value=many,
             unit="",
             reference=f"{ref_name} (faster binding)",
             reference_value=ref_rate,
             aim=AIM,
-            note=f"{procedures:.2f} Procedures per claim, {per_claim_queries:.1f} queries",
+            note=f"{procedures:.2f} Procedures per claim, {batch_queries:.1f} statements/claim",
+        )
+    )
+    result.rows.append(
+        Row(
+            figure="context: claim_verify, one claim at a time (claims/s)",
+            value=verified,
+            unit="",
+            reference=f"{ref_name} (faster binding)",
+            reference_value=ref_rate,
+            note=f"{per_claim_queries:.1f} statements per claim",
         )
     )
     result.rows.append(
@@ -254,37 +328,36 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
             reference_value=ref_rate,
         )
     )
-    profile_text, buckets = profile_verifications(profiled)
+    one_text, one_buckets = profile_verifications(profiled_one)
+    many_text, many_buckets = profile_verifications(profiled_many, batch=BATCH_SIZE)
     result.details = {
         "claims_per_round": per_round,
+        "batch_size": BATCH_SIZE,
         "procedures_per_claim": procedures,
         "queries_per_verification": per_claim_queries,
+        "statements_per_claim_in_batches": batch_queries,
         "ed25519_rates": {k: best(v) for k, v in rates.items()},
-        "profile_top25": profile_text,
-        "profile_buckets": buckets,
+        "profile_top25": one_text,
+        "profile_buckets": one_buckets,
+        "batch_profile_top25": many_text,
+        "batch_profile_buckets": many_buckets,
     }
     for name, values in rates.items():
         print(f"  {name:<38} {fmt(best(values))} verifies/s ({spread(values)})")
     print(
+        f"  claim_verify_many ({BATCH_SIZE}): {fmt(many)} claims/s = {1e3 / many:.2f} ms per claim "
+        f"({spread(many_rates)}); {procedures:.2f} Procedures per claim"
+    )
+    print(
         f"  claim_verify: {fmt(verified)} claims/s = {1e3 / verified:.2f} ms per claim "
-        f"({spread(verify_rates)}); {procedures:.2f} Procedures per claim"
+        f"({spread(verify_rates)})"
     )
     print(
         f"  claim_submit: {fmt(submitted)} claims/s = {1e3 / submitted:.2f} ms per claim "
         f"({spread(submit_rates)})"
     )
-    print(f"\n  queries per verification: {per_claim_queries:.1f}; by statement:")
-    rows = [[sql, f"{n:.2f}", f"{ms:.2f}"] for sql, (n, ms) in shapes.items()]
-    print("    " + table(["statement", "per claim", "ms per claim"], rows).replace("\n", "\n    "))
-    print(f"\n  cProfile of {len(profiled)} verifications, top 25 by cumulative time:")
-    print("    " + _trim_profile(profile_text).replace("\n", "\n    "))
-    print("  where a verification's time goes (cumulative, overlapping):")
-    body = [
-        [b["what"], f"{b['calls_per_claim']:.1f}", f"{b['us_per_claim']:.0f}", f"{b['share']:.0%}"]
-        for b in buckets
-    ]
-    print(
-        "    " + table(["call", "calls/claim", "us/claim", "share"], body).replace("\n", "\n    "),
-        flush=True,
-    )
+    _print_queries(f"claim_verify_many, batches of {BATCH_SIZE}", batch_queries, batch_shapes)
+    _print_queries("claim_verify, one claim at a time", per_claim_queries, shapes)
+    _print_profile(f"batches of {BATCH_SIZE}", len(profiled_many), many_text, many_buckets)
+    _print_profile("one at a time", len(profiled_one), one_text, one_buckets)
     return result

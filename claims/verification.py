@@ -16,16 +16,29 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 
 from claims import disclosure
-from claims.checks import FAIL, PASS, WAIT, WARN, Context, Result, billing, binding, business
+from claims.checks import (
+    FAIL,
+    PASS,
+    WAIT,
+    WARN,
+    Context,
+    Prefetched,
+    Result,
+    billing,
+    binding,
+    business,
+)
 from claims.checks import fhir as fhir_check
 from claims.checks import ledger as ledger_check
 from claims.checks import signature as signature_check
@@ -49,6 +62,81 @@ def claim_verify(*, claim_id: int) -> Claim:
     ctx = Context(claim)
     results, correction = _read_checks(ctx)
     return _conclude(ctx, results, correction)
+
+
+def claim_verify_many(*, claim_ids: Iterable[int] = (), pull: int = 0) -> list[Claim]:
+    """Verify many claims in one transaction, with the reads and writes of each table made
+    once for the whole batch; return the claims it verified, as they now stand.
+
+    ``claim_ids`` are verified when they are ``received`` or ``verifying``; ``pull`` adds up to
+    that many other ``received`` claims, oldest first (a worker taking what intake queued).
+    Claims another worker has locked are skipped (it is verifying them): the answer may hold
+    fewer claims than asked. Every claim is checked and concluded exactly as
+    :func:`claim_verify` would (same checks, rows, steps and verdicts); a claim still
+    ``verifying`` afterwards waits for a final checkpoint, and its caller should try it again
+    later (``claim_verify_task`` with backoff). Statements per batch: about ten, plus those of
+    ``claim_transitions`` for each claim.
+    """
+    ids = list(dict.fromkeys(claim_ids))
+    with transaction.atomic():
+        locked = (
+            Claim.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("provider__member")
+            .order_by("pk")
+        )
+        claims = list(locked.filter(pk__in=ids, status__in=WORKING)) if ids else []
+        if pull > 0:
+            claims += (
+                locked.filter(status=S.RECEIVED)
+                .exclude(pk__in=ids)
+                .order_by("created_at", "pk")[:pull]
+            )
+        if not claims:
+            return []
+        _verify_locked(claims)
+    return claims
+
+
+def _verify_locked(claims: list[Claim]) -> None:
+    """The batch: parse every claim, read what they all need at once, run the checks, reserve
+    every clean claim's anchors in one statement, conclude each, write each table once."""
+    contexts = [Context(claim) for claim in claims]
+    unreadable = [_prepare(ctx) for ctx in contexts]
+    pre = Prefetched()
+    kids = list({claim.kid for claim in claims})
+    keys = signature_check.key_values(kids)
+    pre.keys = {kid: keys.get(kid) for kid in kids}
+    pre.leaves, pre.head, pre.target, pre.paths = ledger_check.prefetch(
+        [d for ctx in contexts for d in ctx.disclosed]
+    )
+    for ctx in contexts:
+        ctx.prefetched = pre
+    firsts = [_first_checks(ctx, u) for ctx, u in zip(contexts, unreadable, strict=True)]
+    pre.fees = business.fee_schedule(
+        {(c.system, c.code, item.unit_price.currency)
+         for ctx in contexts if ctx.validated is not None
+         for item, c in business.priced(ctx.validated)}
+    )  # fmt: skip
+    done = []
+    for ctx, (results, correction) in zip(contexts, firsts, strict=True):
+        done.append((ctx, _last_checks(ctx, results, correction), correction))
+
+    # Claims that would reserve their anchors plainly (no failure, no correction, a claim):
+    # one statement for all of them; on any conflict, each reserves on its own as alone.
+    plain = [(ctx, billing.billed(ctx)) for ctx, results, correction in done
+             if ctx.disclosed and correction is None and not _fails(results)
+             and (ctx.validated is None or ctx.validated.use == "claim")]  # fmt: skip
+    if billing.reserve_many([(ctx.claim, anchors) for ctx, anchors in plain]):
+        for ctx, anchors in plain:
+            ctx.reservation = billing.reserved(anchors)
+    writes = _Writes()
+    for ctx, results, correction in done:
+        _settle(ctx, results, correction, writes)
+    writes.flush()
+
+
+def _fails(results: list[Result]) -> bool:
+    return any(r.outcome == FAIL for r in results)
 
 
 def claim_reverify(*, claim_id: int, actor=None, reason: str = "re-verification") -> Claim:
@@ -84,28 +172,47 @@ def _enqueue(claim_id: int) -> None:
 # --- the checks that only read ------------------------------------------------------------------
 
 
-def _read_checks(ctx: Context) -> tuple[list[Result], billing.Correction | None]:
-    results = []
+def _prepare(ctx: Context) -> Result | None:
+    """Parse the stored body and its disclosures into ``ctx``; a failure to read them is the
+    ``procedures`` result (None when they read)."""
     try:  # floats, as the provider's EHR committed them; intake refused anything odd
         ctx.bundle = json.loads(bytes(ctx.claim.body))
     except ValueError:
         ctx.bundle = None
-    results.append(signature_check.check(ctx))
-    results.append(fhir_check.check(ctx))
     try:
         ctx.disclosed = disclosure.disclosed_procedures(ctx.bundle or {})
     except disclosure.DisclosureError as exc:
-        results.append(Result("procedures", FAIL, f"The disclosures cannot be read: {exc}."))
+        return Result("procedures", FAIL, f"The disclosures cannot be read: {exc}.")
+    return None
+
+
+def _read_checks(ctx: Context) -> tuple[list[Result], billing.Correction | None]:
+    results, correction = _first_checks(ctx, _prepare(ctx))
+    return _last_checks(ctx, results, correction), correction
+
+
+def _first_checks(
+    ctx: Context, unreadable: Result | None
+) -> tuple[list[Result], billing.Correction | None]:
+    """Every check that only reads, but the business rules (a batch reads its fee schedule
+    once it knows every claim's items)."""
+    results = [signature_check.check(ctx), fhir_check.check(ctx)]
+    if unreadable is not None:
+        results.append(unreadable)
     results += ledger_check.check(ctx)
     if (bound := binding.check(ctx)) is not None:
         results.append(bound)
     related, correction = billing.correction(ctx)
     if related is not None:
         results.append(related)
+    return results, correction
+
+
+def _last_checks(ctx: Context, results: list[Result], correction) -> list[Result]:
     void = correction is not None and correction.relationship == billing.VOIDS
     if (flagged := business.check(ctx, void=void)) is not None:
         results.append(flagged)
-    return results, correction
+    return results
 
 
 # --- the transaction that writes ----------------------------------------------------------------
@@ -120,6 +227,40 @@ def _conclude(ctx: Context, results: list[Result], correction) -> Claim:
         return claim  # another worker concluded it while we were checking
     claim.provider = ctx.claim.provider
     ctx.claim = claim
+    writes = _Writes()
+    _settle(ctx, results, correction, writes)
+    writes.flush()
+    return claim
+
+
+@dataclass
+class _Writes:
+    """The rows verification runs write, gathered so that a batch writes each table once: the
+    earlier attempt's check rows go, the new ones come, the items are adjudicated."""
+
+    reruns: list[tuple[int, int]] = field(default_factory=list)  # (claim, run) to clear
+    checks: list[ClaimCheck] = field(default_factory=list)
+    items: list[str] = field(default_factory=list)  # claim, sequence, url, verdict, reason
+
+    def flush(self) -> None:
+        if self.reruns:
+            where = Q()
+            for claim_id, run in self.reruns:
+                where |= Q(claim_id=claim_id, run=run)
+            ClaimCheck.objects.filter(where).delete()
+        if self.checks:
+            ClaimCheck.objects.bulk_create(self.checks)
+        if self.items:
+            values = ", ".join(["(%s, %s, %s, %s, %s)"] * (len(self.items) // 5))
+            with connection.cursor() as cursor:
+                cursor.execute(_ADJUDICATE_SQL.format(values=values), self.items)
+        self.reruns, self.checks, self.items = [], [], []
+
+
+def _settle(ctx: Context, results: list[Result], correction, writes: _Writes) -> None:
+    """Conclude the locked ``ctx.claim``: reserve its anchors (or supersede or void its
+    original), move it through its run's steps and gather its rows into ``writes``."""
+    claim = ctx.claim
     now = timezone.now()
     started = claim.status == S.RECEIVED
     run = claim.verification_runs + 1 if started else max(claim.verification_runs, 1)
@@ -143,8 +284,8 @@ def _conclude(ctx: Context, results: list[Result], correction) -> Claim:
     )
 
     if not started:
-        ClaimCheck.objects.filter(claim=claim, run=run).delete()  # an earlier attempt of the run
-    ClaimCheck.objects.bulk_create(_rows(claim, run, results, now))
+        writes.reruns.append((claim.pk, run))  # an earlier attempt of the run
+    writes.checks += _rows(claim, run, results, now)
     snapshot = {"run": run, "checks": {r.name: r.outcome for r in results}}
     fields: dict = {"verification_runs": run, "updated_at": now}
     if correction is not None and correction.original is not None:
@@ -175,8 +316,7 @@ def _conclude(ctx: Context, results: list[Result], correction) -> Claim:
         Claim.objects.filter(pk=claim.pk).update(**fields)
         for name, value in fields.items():
             setattr(claim, name, value)
-    _adjudicate(ctx, claim.status, results)
-    return claim
+    _adjudicate(ctx, claim.status, results, writes)
 
 
 def _ordered(results: list[Result], double: Result | None) -> list[Result]:
@@ -220,7 +360,7 @@ def _double_billing(ctx: Context, results: list[Result], correction) -> Result |
         return Result(name, WAIT, "Checked once this correction is verified: its original is "
                       "superseded at that moment.")  # fmt: skip
     if not replaces or correction.original is None:
-        return billing.reserve(ctx, anchors)
+        return ctx.reservation or billing.reserve(ctx, anchors)
     with transaction.atomic():  # supersede and reserve together, or neither
         related = billing.apply(ctx.claim, correction)
         _replace(results, related)
@@ -264,21 +404,22 @@ def _rows(claim: Claim, run: int, results: list[Result], now) -> list[ClaimCheck
     ]  # fmt: skip
 
 
-# One statement for every item of a claim (PostgreSQL, and SQLite from 3.33): no read first.
+# One statement for every item of every claim of a batch (PostgreSQL, and SQLite from 3.33).
 _ADJUDICATE_SQL = """
 UPDATE claims_claimitem SET
-    procedure_url = v.column2,
-    adjudication = v.column3,
-    reason_code = v.column4,
-    eligible = CASE WHEN v.column3 = 'denied' THEN 0 ELSE claims_claimitem.submitted END,
-    benefit = CASE v.column3 WHEN 'approved' THEN claims_claimitem.submitted
+    procedure_url = v.column3,
+    adjudication = v.column4,
+    reason_code = v.column5,
+    eligible = CASE WHEN v.column4 = 'denied' THEN 0 ELSE claims_claimitem.submitted END,
+    benefit = CASE v.column4 WHEN 'approved' THEN claims_claimitem.submitted
                              WHEN 'denied' THEN 0 END
 FROM (VALUES {values}) AS v
-WHERE claims_claimitem.claim_id = %s AND claims_claimitem.sequence = CAST(v.column1 AS INTEGER)
+WHERE claims_claimitem.claim_id = CAST(v.column1 AS BIGINT)
+  AND claims_claimitem.sequence = CAST(v.column2 AS INTEGER)
 """
 
 
-def _adjudicate(ctx: Context, status: str, results: list[Result]) -> None:
+def _adjudicate(ctx: Context, status: str, results: list[Result], writes: _Writes) -> None:
     """Line-level answer: approved when verified, denied when rejected (with the failed
     Procedure's reason, else the failed check's) or a void request, pending otherwise (an
     adjuster decides). Eligible is the submitted amount unless denied; benefit is paid only
@@ -287,7 +428,7 @@ def _adjudicate(ctx: Context, status: str, results: list[Result]) -> None:
     verdict = {S.VERIFIED: "approved", S.REJECTED: "denied", S.VOIDED: "denied"}.get(
         status, "pending"
     )
-    params: list = []
+    params: list[str] = []
     for sequence, urls in ctx.item_procedures.items():
         reason = ""
         if status == S.VOIDED:
@@ -295,7 +436,8 @@ def _adjudicate(ctx: Context, status: str, results: list[Result]) -> None:
         elif status == S.REJECTED:
             reasons = [ctx.procedure_failures[u] for u in urls if u in ctx.procedure_failures]
             reason = reasons[0] if reasons else f"rejected:{failed}"[:50]
-        params += [str(sequence), urls[0][:300] if urls else "", verdict, reason]
+        params += [str(ctx.claim.pk), str(sequence), urls[0][:300] if urls else "", verdict,
+                   reason]  # fmt: skip
     if not params:  # the items could not be read (invalid FHIR): the same answer for all
         denied = verdict == "denied"
         ClaimItem.objects.filter(claim=ctx.claim).update(
@@ -305,6 +447,4 @@ def _adjudicate(ctx: Context, status: str, results: list[Result]) -> None:
             benefit=Decimal(0) if denied else None,
         )
         return
-    values = ", ".join(["(%s, %s, %s, %s)"] * (len(params) // 4))
-    with connection.cursor() as cursor:
-        cursor.execute(_ADJUDICATE_SQL.format(values=values), [*params, ctx.claim.pk])
+    writes.items += params

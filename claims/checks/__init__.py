@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from claims.checks.ledger import LeafRow
+    from claims.checks.ledger import Judged, LeafRow
     from claims.disclosure import Disclosed
     from claims.fhir_validation import ValidatedBundle
     from claims.models import Claim
@@ -32,6 +32,19 @@ class Result:
 
 
 @dataclass
+class Prefetched:
+    """What a batch of verifications reads once for all its claims (``claim_verify_many``):
+    each check uses it instead of its own query when the context carries one."""
+
+    keys: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # kid -> key values
+    leaves: dict[int | bytes, LeafRow] = field(default_factory=dict)  # by index and commitment
+    head: Judged | None = None  # the newest checkpoint
+    target: Judged | None = None  # the checkpoint proofs go to
+    paths: dict[int, list[bytes] | str] = field(default_factory=dict)  # leaf index -> proof
+    fees: dict[tuple[str, str, str], Any] = field(default_factory=dict)  # -> max_unit_price
+
+
+@dataclass
 class Context:
     """What the checks share: the claim, its Bundle parsed twice (floats for the commitments,
     exact Decimals for FHIR and money), and what earlier checks learnt."""
@@ -44,6 +57,8 @@ class Context:
     item_procedures: dict[int, tuple[str, ...]] = field(default_factory=dict)  # seq -> fullUrls
     # fullUrl -> why the Procedure cannot be paid (an item adjudication reason code)
     procedure_failures: dict[str, str] = field(default_factory=dict)
+    prefetched: Prefetched | None = None  # a batch's shared reads (None: each check queries)
+    reservation: Result | None = None  # the batch already reserved the billed anchors
 
     def fail_procedure(self, full_url: str, code: str) -> None:
         self.procedure_failures.setdefault(full_url, code)

@@ -19,7 +19,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, ProgrammingError, transaction
 
 from claims.checks import FAIL, PASS, WAIT, Context, Result, b64
 from claims.models import BilledAnchor, Claim
@@ -176,11 +176,40 @@ def double_billed(ctx: Context, taken: list[dict]) -> Result:
     )  # fmt: skip
 
 
+def reserve_many(claims: list[tuple[Claim, list[tuple[bytes, int, str]]]]) -> bool:
+    """Make each claim the live biller of its anchors, all in one statement, or none of them
+    (False: someone, maybe another claim of the list, holds one; reserve each on its own)."""
+    rows = [BilledAnchor(claim=claim, commitment=c, leaf_index=i, live=True)
+            for claim, anchors in claims for c, i, _ in anchors]  # fmt: skip
+    if not rows:
+        return True
+    try:
+        with transaction.atomic():  # a savepoint: a conflict undoes the whole statement only
+            BilledAnchor.objects.bulk_create(
+                rows,
+                update_conflicts=True,
+                unique_fields=["claim", "commitment"],
+                update_fields=["live", "leaf_index"],
+            )
+    except (IntegrityError, ProgrammingError):  # a taken anchor; one anchor twice in the list
+        return False
+    return True
+
+
+def reserved(anchors: list[tuple[bytes, int, str]]) -> Result:
+    """The result of a claim that holds ``anchors`` now."""
+    evidence = {"anchors": [{"leaf_index": i, "full_url": u, "commitment": b64(c)}
+                            for c, i, u in anchors]}  # fmt: skip
+    leaves = ", ".join(str(i) for _, i, _ in anchors)
+    return Result(
+        DOUBLE_BILLING, PASS,
+        f"No other live claim bills leaf {leaves}: this claim holds it now.", evidence,
+    )  # fmt: skip
+
+
 def reserve(ctx: Context, anchors: list[tuple[bytes, int, str]]) -> Result:
     """Make this claim the live biller of ``anchors``, or fail naming who already is."""
     claim = ctx.claim
-    evidence = {"anchors": [{"leaf_index": i, "full_url": u, "commitment": b64(c)}
-                            for c, i, u in anchors]}  # fmt: skip
     for _attempt in range(3):
         try:
             with transaction.atomic():  # a savepoint: the verification's transaction goes on
@@ -195,9 +224,5 @@ def reserve(ctx: Context, anchors: list[tuple[bytes, int, str]]) -> Result:
             if taken := holders(claim, anchors):
                 return double_billed(ctx, taken)
             continue  # the holder went away between our insert and our look: try again
-        leaves = ", ".join(str(i) for _, i, _ in anchors)
-        return Result(
-            DOUBLE_BILLING, PASS,
-            f"No other live claim bills leaf {leaves}: this claim holds it now.", evidence,
-        )  # fmt: skip
+        return reserved(anchors)
     raise RuntimeError("the double-billing reservation kept conflicting with no holder")

@@ -9,6 +9,9 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
+from typing import Any
+
 from django.conf import settings
 from django.db.models import Q
 
@@ -33,7 +36,7 @@ def check(ctx: Context, *, void: bool = False) -> Result | None:
     if validated.use != "claim":
         evidence["use"] = validated.use
         flags.append(f"a {validated.use} is never paid as a claim")
-    flags += _fees(validated, evidence)
+    flags += _fees(validated, evidence, ctx.prefetched.fees if ctx.prefetched else None)
     flags += _payor(validated, evidence)
     if flags:
         text = "; ".join(flags) + "."
@@ -41,21 +44,37 @@ def check(ctx: Context, *, void: bool = False) -> Result | None:
     return Result(NAME, PASS, "No business rule flags this claim.", evidence)
 
 
-def _fees(validated, evidence: dict) -> list[str]:
-    priced = [(item, c) for item in validated.items if item.unit_price
-              for c in item.codes[:1] if c.system and c.code]  # fmt: skip
-    if not priced:
-        return []
-    wanted = Q()
-    for item, c in priced:
-        wanted |= Q(system=c.system, code=c.code, currency=item.unit_price.currency)
-    schedule = {
+def priced(validated) -> list[tuple[Any, Any]]:
+    """(item, its first code) of each item with a unit price and a coded product."""
+    return [(item, c) for item in validated.items if item.unit_price
+            for c in item.codes[:1] if c.system and c.code]  # fmt: skip
+
+
+def fee_schedule(wanted: set[tuple[str, str, str]]) -> dict[tuple[str, str, str], Decimal]:
+    """The fee schedule entries of these (system, code, currency): one query."""
+    if not wanted:
+        return {}
+    where = Q()
+    for system, code, currency in wanted:
+        where |= Q(system=system, code=code, currency=currency)
+    return {
         (e.system, e.code, e.currency): e.max_unit_price
-        for e in FeeScheduleEntry.objects.filter(wanted)
+        for e in FeeScheduleEntry.objects.filter(where)
     }
+
+
+def _fees(validated, evidence: dict, schedule: dict | None = None) -> list[str]:
+    """Items priced above the fee schedule; ``schedule`` is a batch's prefetched entries."""
+    priced_items = priced(validated)
+    if not priced_items:
+        return []
+    if schedule is None:
+        schedule = fee_schedule(
+            {(c.system, c.code, item.unit_price.currency) for item, c in priced_items}
+        )
     tolerance = settings.CLAIMS_FEE_TOLERANCE
     flags, seen = [], []
-    for item, c in priced:
+    for item, c in priced_items:
         price = item.unit_price
         limit = schedule.get((c.system, c.code, price.currency))
         if limit is None:

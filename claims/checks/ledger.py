@@ -10,7 +10,8 @@ not the log's (not signed by the operator, or whose root is not the stored tree'
 Cost: one query for every leaf of the claim, one or two for the checkpoints and their
 cosignatures, one round trip for all the proofs (through the tile cache: every proof is verified
 against the signed root before it counts). Checkpoint signatures are verified once per process
-per checkpoint state (:func:`_judge` is cached on the exact note, lines and keys).
+per checkpoint state (:func:`_judge` is cached on the exact note, lines and keys). A batch of
+claims (``claim_verify_many``) makes these reads once for all its claims (:func:`prefetch`).
 """
 
 from __future__ import annotations
@@ -81,7 +82,8 @@ def check(ctx: Context) -> list[Result]:
     disclosed = ctx.disclosed
     if not disclosed:
         return []
-    leaves = _leaves(disclosed)
+    pre = ctx.prefetched
+    leaves = pre.leaves if pre is not None else _leaves(disclosed)
     evidences, problems, good = [], [], []
     for d in disclosed:
         evidence = {
@@ -98,8 +100,11 @@ def check(ctx: Context) -> list[Result]:
             good.append(row)
         evidences.append(evidence)
         problems.append(problem)
-    head, target = _head_and_target(min(d.leaf_index for d in disclosed))
-    paths = _proofs(target, good)
+    if pre is not None:
+        head, target, paths = pre.head, pre.target, pre.paths
+    else:
+        head, target = _head_and_target(min(d.leaf_index for d in disclosed))
+        paths = _proofs(target, good)
 
     results = []
     for position, (d, evidence, problem) in enumerate(
@@ -113,6 +118,21 @@ def check(ctx: Context) -> list[Result]:
             ctx.fail_procedure(d.full_url, "procedure-not-proven")
         results.append(Result(check_name(d.full_url, position), outcome, sentence, evidence))
     return results
+
+
+def prefetch(disclosed) -> tuple[dict, Judged | None, Judged | None, dict]:
+    """For a batch of claims (all their disclosures): the leaves, the newest and the target
+    checkpoint and the proof of every leaf found, in as many queries as one claim needs.
+
+    The target is chosen for the smallest disclosed index; a claim whose leaves it does not
+    cover waits, as it would alone (the newest final checkpoint is the same for every claim).
+    """
+    if not disclosed:
+        return {}, None, None, {}
+    leaves = _leaves(disclosed)
+    head, target = _head_and_target(min(d.leaf_index for d in disclosed))
+    rows = {r.index: r for r in leaves.values()}
+    return leaves, head, target, _proofs(target, list(rows.values()))
 
 
 def _head_and_target(min_index: int) -> tuple[Judged | None, Judged | None]:
@@ -317,6 +337,7 @@ def _proofs(target: Judged | None, rows: list[LeafRow]) -> dict[int, list[bytes]
     indexes = sorted({r.index for r in rows if r.index < target.size})
     if not indexes:
         return {}
+    hashes = {r.index: r.leaf_hash for r in rows}
     cache = proofs.shared_cache()
     readers = ([proofs.TileReader(tiles=cache)] if cache else []) + [proofs.HashReader()]
     for reader in readers:
@@ -330,7 +351,7 @@ def _proofs(target: Judged | None, rows: list[LeafRow]) -> dict[int, list[bytes]
                 out[index] = path
                 continue
             try:
-                merkle.verify_inclusion(index, target.size, _leaf_hash(rows, index), path,
+                merkle.verify_inclusion(index, target.size, hashes[index], path,
                                         target.root_hash)  # fmt: skip
                 out[index] = path
             except merkle.ProofError as exc:
@@ -371,10 +392,6 @@ def _stored_root(size: int) -> bytes | None:
         return proofs.HashReader().range_hashes([(0, size)])[0]
     except proofs.SizeError:
         return None
-
-
-def _leaf_hash(rows: list[LeafRow], index: int) -> bytes:
-    return next(r.leaf_hash for r in rows if r.index == index)
 
 
 def _inclusion(

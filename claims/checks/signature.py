@@ -32,19 +32,11 @@ def check(ctx: Context) -> Result:
     except (jws.JwsError, disclosure.DisclosureError) as exc:
         return fail(f"The Bundle's signature cannot be read: {exc}.")
     evidence["kid"] = detached.kid
-    key = (
-        ProviderKey.objects.filter(kid=detached.kid)
-        .values(
-            "provider_id",
-            "provider__name",
-            "public_jwk",
-            "not_before",
-            "not_after",
-            "revoked_at",
-            "revocation_reason",
-        )
-        .first()
-    )
+    pre = ctx.prefetched
+    if pre is not None and detached.kid in pre.keys:
+        key = pre.keys[detached.kid]
+    else:
+        key = key_values([detached.kid]).get(detached.kid)
     if key is None:
         return fail(
             f"No provider key {short(detached.kid)} is registered (any more): the signature "
@@ -105,6 +97,23 @@ def check(ctx: Context) -> Result:
         f"received the claim ({_at(received)}){revoked}.",
         evidence,
     )
+
+
+KEY_FIELDS = (
+    "kid",
+    "provider_id",
+    "provider__name",
+    "public_jwk",
+    "not_before",
+    "not_after",
+    "revoked_at",
+    "revocation_reason",
+)
+
+
+def key_values(kids: list[str]) -> dict[str, dict]:
+    """The registered keys among ``kids`` (what this check reads of each), by kid: one query."""
+    return {k["kid"]: k for k in ProviderKey.objects.filter(kid__in=kids).values(*KEY_FIELDS)}
 
 
 def _when(bundle: dict | None) -> datetime | None:
