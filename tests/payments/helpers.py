@@ -39,3 +39,37 @@ def approved_claims(
         assert approved.payout is not None
         claims.append(Claim.objects.get(pk=claim.pk))
     return claims
+
+
+def wait_for(predicate, timeout_s: float = 30.0):
+    """Poll ``predicate`` until it returns something true (a worker is doing the work)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if value := predicate():
+            return value
+        time.sleep(0.1)
+    raise AssertionError("the worker did not get there in time")
+
+
+def approved_by_the_worker(n: int, kit: cf.ProviderKit | None = None) -> list[Claim]:
+    """``n`` claims submitted through the intake, verified by the running Celery worker, then
+    approved by an adjuster: for tests with a ``celery_worker``."""
+    role_groups()
+    kit = kit or cf.make_provider()
+    adjuster = user_with(Role.ADJUSTER)
+    anchored = [
+        cf.anchor_procedure(cf.procedure(), kit.provider.member.name, seal=False) for _ in range(n)
+    ]
+    ledger.ledger_seal_and_cosign()
+    ids = [cf.claim_for(kit, [a])[0].pk for a in anchored]  # the intake queues verification
+    wait_for(
+        lambda: (
+            set(Claim.objects.filter(pk__in=ids).values_list("status", flat=True))
+            == {ClaimStatus.VERIFIED}
+        )
+    )
+    for claim_id in ids:
+        claim_approve(claim_id=claim_id, user=adjuster)
+    return list(Claim.objects.filter(pk__in=ids).order_by("pk"))
