@@ -80,6 +80,17 @@ def nice_max(v: float) -> float:
     return _nice_ceiling(math.ceil(v * scale)) / scale
 
 
+def _ticks(y_max: float, *, whole: bool) -> list[float]:
+    """Gridline values from 0 to ``y_max`` (a ``nice_max``): fifths of 1 and 5 times a power of
+    ten, quarters of 2 times one; only whole numbers when ``whole`` (counts of things)."""
+    lead = y_max / 10 ** math.floor(math.log10(y_max))
+    parts = 4 if round(lead) == 2 else 5
+    values = [y_max * i / parts for i in range(parts + 1)]
+    if whole:
+        values = [v for v in values if abs(v - round(v)) < 1e-9]
+    return values
+
+
 def _day_label(d: date) -> str:
     return d.strftime("%b %d").replace(" 0", " ")
 
@@ -88,7 +99,8 @@ def _head(chart_id: str, title: str, desc: str, height: int = _H) -> str:
     cid = escape(chart_id)
     return (
         f'<svg class="chart" viewBox="0 0 {_W} {height}" role="img" '
-        f'aria-labelledby="{cid}-title {cid}-desc" xmlns="http://www.w3.org/2000/svg" '
+        f'aria-labelledby="{cid}-title" aria-describedby="{cid}-desc" '
+        f'xmlns="http://www.w3.org/2000/svg" '
         f'data-chart="{cid}">'
         f'<title id="{cid}-title">{escape(title)}</title>'
         f'<desc id="{cid}-desc">{escape(desc)}</desc>'
@@ -121,13 +133,8 @@ class _DayFrame:
 
     def axes(self, fmt: Fmt, y_label: str) -> list[str]:
         parts = []
-        ticks = [0, self.y_max / 2, self.y_max]
-        labels: set[str] = set()
-        for value in ticks:
+        for value in _ticks(self.y_max, whole=fmt is fmt_count):
             label = fmt(value)
-            if label in labels:  # 0.5 of a count of 1 would print as a second "0" or "1"
-                continue
-            labels.add(label)
             yy = self.y(value)
             parts.append(
                 f'<line class="grid" x1="{self.x0}" y1="{yy:.1f}" x2="{self.x1}" y2="{yy:.1f}"/>'
@@ -183,7 +190,7 @@ def stacked_bars_svg(
                 continue
             top, bottom = frame.y(base + v), frame.y(base)
             parts.append(
-                f'<rect class="bar" data-series="{escape(s.key)}" fill="{escape(s.color)}" '
+                f'<rect class="bar" data-series="{escape(s.key)}" style="fill:{escape(s.color)}" '
                 f'x="{frame.x(i) - width / 2:.1f}" y="{top:.1f}" width="{width:.1f}" '
                 f'height="{max(bottom - top, 0.5):.1f}"><title>{escape(_day_label(day))}: '
                 f"{escape(fmt(v))} {escape(s.label)}</title></rect>"
@@ -204,15 +211,18 @@ def lines_svg(
     fmt: Fmt = fmt_count,
     empty: str = "Nothing to show yet",
 ) -> str:
-    """A line per series across the days; a day without a value breaks the line. Each value is
-    a ``<circle class="point" data-series=...>`` whose ``<title>`` gives its day and value."""
+    """A line per series across the days (solid, then dashed); a day without a value breaks the
+    line. Each value is a ``<circle class="dot" data-series=...>`` whose ``<title>`` gives its
+    day and value."""
     head = _head(chart_id, title, desc)
     values = [v for s in series for v in s.values if v is not None]
     if not dates or not values:
         return _empty(head, empty)
     frame = _DayFrame(dates, nice_max(max(values)))
     parts = [head, *frame.axes(fmt, y_label)]
-    for s in series:
+    for n, s in enumerate(series):
+        # The second and later lines are dashed: told apart without colour.
+        dash = ' stroke-dasharray="6 4"' if n else ""
         run: list[str] = []
         runs = [run]
         for i, v in enumerate(s.values):
@@ -224,14 +234,15 @@ def lines_svg(
         for r in runs:
             if len(r) > 1:
                 parts.append(
-                    f'<polyline class="line" fill="none" stroke="{escape(s.color)}" '
-                    f'data-series="{escape(s.key)}" points="{" ".join(r)}"/>'
+                    f'<polyline class="trend" fill="none" style="stroke:{escape(s.color)}" '
+                    f'stroke-width="2"{dash} data-series="{escape(s.key)}" '
+                    f'points="{" ".join(r)}"/>'
                 )
         for i, v in enumerate(s.values):
             if v is not None:
                 parts.append(
-                    f'<circle class="point" data-series="{escape(s.key)}" '
-                    f'fill="{escape(s.color)}" cx="{frame.x(i):.1f}" cy="{frame.y(v):.1f}" '
+                    f'<circle class="dot" data-series="{escape(s.key)}" '
+                    f'style="fill:{escape(s.color)}" cx="{frame.x(i):.1f}" cy="{frame.y(v):.1f}" '
                     f'r="3.5"><title>{escape(_day_label(dates[i]))}: {escape(s.label)} '
                     f"{escape(fmt(v))}</title></circle>"
                 )

@@ -77,7 +77,7 @@ _PROCEDURE_PREFIX = "procedure:"
 
 
 class PeriodError(ValueError):
-    """The period asked for is not one the dashboard offers; the message is for people."""
+    """A period or scope the dashboard does not offer; the message is for people."""
 
 
 def parse_period(raw: str | None) -> int:
@@ -92,6 +92,18 @@ def parse_period(raw: str | None) -> int:
         choices = ", ".join(str(p) for p in PERIODS)
         raise PeriodError(f"The period must be {choices} days, not {raw[:20]!r}.")
     return days
+
+
+SCOPES = ("open", "all")  # the status chart: claims still in progress, or every claim
+
+
+def parse_scope(raw: str | None) -> str:
+    """Which claims the status chart stacks; missing means the open ones."""
+    if raw in (None, ""):
+        return "open"
+    if raw not in SCOPES:
+        raise PeriodError(f"Show open or all claims, not {raw[:20]!r}.")
+    return raw
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The dashboard adjusters land on after logging in: counters now, and four charts over a
-period of 7, 30 or 90 days (htmx swaps the charts when the period changes; without JavaScript
-the form reloads the page). The figures come from ``review.dashboard``; this module only turns
-them into SVG and tables."""
+period of 7, 30 or 90 days (htmx swaps the charts when the period or the claims shown by the
+status chart change; without JavaScript the form reloads the page). The figures come from
+``review.dashboard``; this module only turns them into SVG and tables."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from django.utils.safestring import SafeString, mark_safe
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 
+from claims.states import ClaimStatus
 from review import charts
 from review import dashboard as figures
 from review.roles import Ability, requires
@@ -30,24 +31,26 @@ def _span(win: figures.Window) -> str:
     return f"{win.first:%Y-%m-%d} to {win.today:%Y-%m-%d} (UTC)"
 
 
-def _status_chart(data: figures.Dashboard) -> tuple[SafeString, list[charts.Series]]:
+def _status_chart(data: figures.Dashboard, scope: str) -> tuple[SafeString, list[charts.Series]]:
     history, win = data.history, data.window
     labels = {s.status: s.label for s in data.statuses}
+    shown = figures.OPEN_STATUSES if scope == "open" else figures.STATUS_ORDER
     series = [
         charts.Series(s, labels[s], history.counts[s], charts.STATUS_COLORS[s])
-        for s in figures.STATUS_ORDER
+        for s in shown
         if any(history.counts[s])
     ]
     last = ", ".join(f"{s.label} {s.values[-1]:,}" for s in series if s.values[-1])
+    which = "Open claims" if scope == "open" else "Claims"
     svg = charts.stacked_bars_svg(
         chart_id="chart-status",
-        title=f"Claims by status at the end of each day, last {win.days} days",
+        title=f"{which} by status at the end of each day, last {win.days} days",
         desc=f"Stacked bars, one per day from {_span(win)}. "
-        + (f"At the end of today: {last}." if last else "No claims yet."),
+        + (f"At the end of today: {last}." if last else f"No {which.lower()} in this period."),
         dates=history.dates,
         series=series,
         y_label="claims",
-        empty="No claims yet",
+        empty=f"No {which.lower()} in this period",
     )
     return _svg(svg), series
 
@@ -123,19 +126,20 @@ def _payout_charts(data: figures.Dashboard) -> list[dict]:
     return out
 
 
-def _context(days: int) -> dict:
+def _context(days: int, scope: str) -> dict:
     data = figures.dashboard(days)
-    status_svg, status_series = _status_chart(data)
-    history = data.history
-    history_rows: list[tuple[date, list[int], int]] = [
-        (d, [s.values[i] for s in status_series], history.total(i))
-        for i, d in enumerate(history.dates)
-    ]
+    status_svg, status_series = _status_chart(data, scope)
+    history_rows: list[tuple[date, list[int], int]] = []
+    for i, d in enumerate(data.history.dates):
+        values = [int(s.values[i] or 0) for s in status_series]
+        history_rows.append((d, values, sum(values)))
     total_rejected = data.rejects.claims
     return {
         "data": data,
         "days": days,
         "periods": figures.PERIODS,
+        "scope": scope,
+        "open_labels": ", ".join(ClaimStatus(s).label for s in figures.OPEN_STATUSES),
         "span": _span(data.window),
         "charts_id": CHARTS_ID,
         "status_tiles": [
@@ -167,8 +171,8 @@ def _context(days: int) -> dict:
         ],
         "payouts": _payout_charts(data),
         "latency_series": [
-            ("median", charts.SERIES_COLORS[0]),
-            ("95th percentile", charts.SERIES_COLORS[1]),
+            ("median (solid line)", charts.SERIES_COLORS[0]),
+            ("95th percentile (dashed line)", charts.SERIES_COLORS[1]),
         ],
     }
 
@@ -178,12 +182,17 @@ def _context(days: int) -> dict:
 @requires(Ability.DASHBOARD)
 def dashboard(request: HttpRequest) -> HttpResponse:
     """The page; for an htmx request aimed at the charts, only the charts of the period."""
-    error, status = "", 200
+    errors, days, scope = [], figures.DEFAULT_PERIOD, "open"
     try:
         days = figures.parse_period(request.GET.get("days"))
     except figures.PeriodError as exc:
-        error, status, days = str(exc), 400, figures.DEFAULT_PERIOD
-    context = {**_context(days), "error": error}
+        errors.append(str(exc))
+    try:
+        scope = figures.parse_scope(request.GET.get("statuses"))
+    except figures.PeriodError as exc:
+        errors.append(str(exc))
+    context = {**_context(days, scope), "error": " ".join(errors)}
+    status = 400 if errors else 200
     htmx = getattr(request, "htmx", None)
     if htmx and htmx.target == CHARTS_ID:
         return render(request, "review/_dashboard_charts.html", context, status=status)

@@ -237,7 +237,7 @@ def test_charts_are_labelled_escape_their_text_and_say_when_empty() -> None:
         series=[charts.Series("x", "<script>", [1, 3], "#000")],
         y_label="claims",
     )
-    assert 'role="img"' in svg and 'aria-labelledby="c-title c-desc"' in svg
+    assert 'role="img"' in svg and 'aria-labelledby="c-title" aria-describedby="c-desc"' in svg
     assert '<title id="c-title">A &lt;b&gt;title&lt;/b&gt;</title>' in svg
     assert '<desc id="c-desc">what &amp; why</desc>' in svg
     assert "<script>" not in svg and svg.count('class="bar"') == 2
@@ -253,7 +253,7 @@ def test_charts_are_labelled_escape_their_text_and_say_when_empty() -> None:
         y_label="s",
         fmt=charts.fmt_duration,
     )
-    assert line.count('class="point"') == 2 and "<polyline" not in line  # a gap breaks it
+    assert line.count('class="dot"') == 2 and "<polyline" not in line  # a gap breaks it
     assert "Mar 9: median 90 s" in line and charts.fmt_duration(5400) == "90 min"
 
 
@@ -302,7 +302,7 @@ def test_the_page_shows_counters_linking_to_the_queue_and_the_numbers(client, pr
     assert re.search(r'data-testid="awaiting-decision">\s*<span class="n">2</span>', html)
     assert "1234.56 EUR" in html  # approved, not paid
     for title in (
-        "Claims by status at the end of each day, last 30 days",
+        "Open claims by status at the end of each day, last 30 days",
         "Verification latency per day (median and 95th percentile), last 30 days",
         "Reject reasons, last 30 days",
         "Payouts per day in EUR, last 30 days",
@@ -322,7 +322,7 @@ def test_an_empty_system_reads_well(client) -> None:
     client.force_login(user_with(Role.AUDITOR))
     html = client.get("/").content.decode()
     assert "No payouts yet" in html
-    assert "No claims yet" in html
+    assert "No open claims in this period" in html
     assert "No claims verified in this period" in html
     assert "No claims rejected in this period" in html
     assert "(no unsettled payout)" in html
@@ -341,11 +341,35 @@ def test_htmx_gets_only_the_charts_of_the_period(client, provider) -> None:
     assert "HX-Request" in response["Vary"]
 
 
-def test_a_bad_period_says_so(client) -> None:
+def test_the_status_chart_shows_open_claims_unless_asked_for_all(client, provider) -> None:
+    now = datetime.now(UTC)
+    paid = claim(provider, S.PAID, day(-2, base=now))
+    event(paid, day(-2, base=now), "", S.RECEIVED)
+    event(paid, day(-2, 10, base=now), S.RECEIVED, S.VERIFYING)
+    event(paid, day(-2, 10, base=now), S.VERIFYING, S.VERIFIED)
+    event(paid, day(-1, base=now), S.VERIFIED, S.APPROVED)
+    event(paid, day(0, 0, base=now), S.APPROVED, S.PAID)
     client.force_login(user_with(Role.ADJUSTER))
-    response = client.get("/?days=365")
+
+    def series(html: str) -> set[str]:
+        chart = html.split('data-chart="chart-status"')[1].split("</svg>")[0]
+        return set(re.findall(r'data-series="(\w+)"', chart))
+
+    assert series(client.get("/").content.decode()) == {S.VERIFIED, S.APPROVED}
+    html = client.get("/?statuses=all&days=7").content.decode()
+    assert series(html) == {S.VERIFIED, S.APPROVED, S.PAID}
+    assert ">Claims by status at the end of each day, last 7 days</title>" in html
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [("days=365", "The period must be 7, 30, 90 days"), ("statuses=x", "Show open or all")],
+)
+def test_a_bad_choice_says_so(client, query, message) -> None:
+    client.force_login(user_with(Role.ADJUSTER))
+    response = client.get(f"/?{query}")
     assert response.status_code == 400
-    assert "The period must be 7, 30, 90 days" in response.content.decode()
+    assert message in response.content.decode()
 
 
 def test_the_page_costs_the_same_handful_of_queries_whatever_the_data(
