@@ -18,13 +18,12 @@ the entry bundle's statement must hash to the leaf.
 from __future__ import annotations
 
 import gzip
-import urllib.error
-import urllib.request
+import http.client
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from ledger import merkle, note, tlog_tiles
+from ledger import merkle, mirror_http, note, tlog_tiles
 from ledger.checkpoint import Checkpoint
 
 Fetch = Callable[[str], bytes]  # a path under the log's prefix ("checkpoint", "tile/0/000") → body
@@ -37,27 +36,33 @@ class MirrorError(Exception):
 
 
 def http_fetcher(base_url: str, timeout: float = 5.0, max_bytes: int = 1 << 20) -> Fetch:
-    """GET ``<base_url>/<path>`` (gzip accepted); a non-200 answer or a fault is a MirrorError."""
+    """GET ``<base_url>/<path>`` on pooled keep-alive connections (gzip accepted); a non-200
+    answer or a fault is a MirrorError."""
     if not base_url.startswith(("http://", "https://")):
         raise ValueError(f"not an http(s) URL: {base_url[:80]!r}")
     prefix = base_url.rstrip("/") + "/"
 
     def fetch(path: str) -> bytes:
-        request = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
-            prefix + path,
-            headers={"Accept-Encoding": "gzip, identity", "User-Agent": USER_AGENT},
-        )
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-                body = response.read(max_bytes + 1)
-                encoding = response.headers.get("Content-Encoding", "")
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            raise MirrorError(f"{prefix}{path}: HTTP {exc.code}") from exc
-        except OSError as exc:
+            response = mirror_http.POOL.request(
+                "GET",
+                prefix + path,
+                headers={"Accept-Encoding": "gzip, identity", "User-Agent": USER_AGENT},
+                timeout=timeout,
+                max_body=max_bytes,
+            )
+        except (OSError, http.client.HTTPException) as exc:
             raise MirrorError(f"{prefix}{path}: {exc}") from exc
-        if encoding == "gzip":
-            body = gzip.decompress(body)
+        if response.status != 200:
+            raise MirrorError(f"{prefix}{path}: HTTP {response.status}")
+        body = response.body
+        if response.truncated:
+            raise MirrorError(f"{prefix}{path}: larger than {max_bytes} bytes")
+        if response.header("Content-Encoding") == "gzip":
+            try:
+                body = gzip.decompress(body)
+            except (OSError, EOFError) as exc:
+                raise MirrorError(f"{prefix}{path}: bad gzip: {exc}") from exc
         if len(body) > max_bytes:
             raise MirrorError(f"{prefix}{path}: larger than {max_bytes} bytes")
         return body

@@ -9,8 +9,11 @@ Refusals mirror the protocol's answers, so the HTTP witness of the consortium is
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from functools import lru_cache
 
-from django.db import IntegrityError, transaction
+from django.db import InterfaceError, OperationalError, connections, router
+from django.utils import timezone
 
 from ledger import forks, merkle, note
 from ledger.checkpoint import Checkpoint, CheckpointError
@@ -28,6 +31,8 @@ class WitnessRefusal(Exception):
         self.size = size
         # (old size, proof) of the request refused, set by the operator's client side.
         self.sent: tuple[int, list[bytes]] | None = None
+        # The ForkEvidence kind when this refusal shows the log signed two histories.
+        self.evidence: str | None = None
 
 
 class UnknownLog(WitnessRefusal):
@@ -80,83 +85,162 @@ def witness_add_checkpoint(
     if not 0 <= old_size <= cp.size:
         raise BadOldSize(f"old size {old_size} is above the checkpoint size {cp.size}")
 
-    witness = note.verifier_key(witness_signer_key).split("+", 1)[0]
-    evidence: dict | None = None
-    try:
-        with transaction.atomic():
-            state = WitnessState.objects.filter(witness=witness, origin=cp.origin).first()
-            known_size = state.size if state else 0
-            known_root = bytes(state.root_hash) if state else merkle.EMPTY_ROOT
-            known = {
-                "cosigned_size": known_size,
-                "cosigned_root": known_root,
-                "cosigned_note": state.note if state else "",
-            }
-            if cp.size == known_size and cp.root_hash != known_root:
-                # Whatever the old size: two trees of one size signed by the log is a fork.
-                evidence = {**known, "kind": ForkEvidence.Kind.SPLIT_VIEW}
-                raise SizeConflict(
-                    f"a different tree of size {cp.size} was already cosigned", size=known_size
-                )
-            if old_size != known_size:
-                raise SizeConflict(
-                    f"this witness last cosigned size {known_size}, not {old_size}",
-                    size=known_size,
-                )
-            try:
-                merkle.verify_consistency(old_size, cp.size, known_root, cp.root_hash, proof)
-            except merkle.ProofError as exc:
-                evidence = {**known, "kind": ForkEvidence.Kind.BAD_PROOF}
-                raise BadProof(f"the consistency proof does not hold: {exc}") from exc
-            _advance(witness, cp, state, known_size, known_root, note_text)
-    except WitnessRefusal as exc:
-        if evidence is not None:
-            forks.fork_record(
-                origin=cp.origin,
-                witness=witness,
-                reported_by=ForkEvidence.Reporter.WITNESS,
-                conflicting_size=cp.size,
-                conflicting_root=cp.root_hash,
-                conflicting_note=note_text,
-                old_size=old_size,
-                proof=proof,
-                detail=exc.detail,
-                **evidence,
-            )
-        raise
+    witness = _witness_name(witness_signer_key)
+    alias = router.db_for_write(WitnessState)
+    key = (alias, witness, cp.origin)
+    state = _STATES.get(key)
+    fresh = state is None
+    if state is None:
+        state = _state_read(alias, witness, cp.origin)
+    for _attempt in range(_ATTEMPTS):
+        try:
+            _check(state, cp, old_size, proof)
+        except WitnessRefusal as exc:
+            if not fresh:  # decided on this process's memory: ask the database before refusing
+                state, fresh = _state_read(alias, witness, cp.origin), True
+                continue
+            _STATES[key] = state
+            _refuse(exc, state, cp, witness, old_size, proof, note_text)
+            raise
+        if _swap(alias, witness, cp, state, note_text):
+            _STATES[key] = _State(True, cp.size, cp.root_hash, None)
+            break
+        # Another request (or node process) moved this witness since: decide again on its state.
+        state, fresh = _state_read(alias, witness, cp.origin), True
+    else:
+        _STATES.pop(key, None)
+        raise SizeConflict("another request advanced this witness first", size=state.size)
     when = int(time.time()) if timestamp is None else timestamp
     return note.cosign(cp.body(), witness_signer_key, when)
 
 
-def _advance(
-    witness: str,
+# --- the witness's memory: one row per (witness, log), read and swapped in raw SQL ---------------
+
+
+@dataclass(frozen=True)
+class _State:
+    exists: bool  # False: never cosigned this log (size 0, the empty tree)
+    size: int
+    root: bytes
+    note: str | None  # the note it last cosigned (None when known from this process's memory)
+
+
+_EMPTY = _State(False, 0, merkle.EMPTY_ROOT, "")
+_ATTEMPTS = 4
+# (database alias, witness, origin) -> what this process last saw or wrote. Only a hint: every
+# advance is a compare-and-swap on the row, and every refusal is decided on a fresh read.
+_STATES: dict[tuple[str, str, str], _State] = {}
+
+
+def witness_memory_clear() -> None:
+    """Forget the per-process hints (for tests that rewrite WitnessState rows behind its back)."""
+    _STATES.clear()
+
+
+@lru_cache(maxsize=64)
+def _witness_name(witness_signer_key: str) -> str:
+    return note.verifier_key(witness_signer_key).split("+", 1)[0]
+
+
+# The table is WitnessState's (``ledger_witnessstate``); the statements are constants.
+_READ = "SELECT size, root_hash, note FROM ledger_witnessstate WHERE witness = %s AND origin = %s"
+_UPDATE = (
+    "UPDATE ledger_witnessstate SET size = %s, root_hash = %s, note = %s, updated_at = %s "
+    "WHERE witness = %s AND origin = %s AND size = %s AND root_hash = %s"
+)
+_INSERT = (
+    "INSERT INTO ledger_witnessstate (witness, origin, size, root_hash, note, updated_at) "
+    "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (witness, origin) DO NOTHING"
+)
+
+
+def _execute(alias: str, sql: str, params: list) -> tuple[int, tuple | None]:
+    """Run one statement: (rows affected, first row). Outside a transaction the statement is its
+    own health check (Django's ``CONN_HEALTH_CHECKS`` would spend a ``SELECT 1`` round trip on
+    it): a connection found dead is closed and the statement run once more on a new one. That
+    is safe for the swap too: if the first attempt did commit, the second matches no row and the
+    caller reads the state again."""
+    connection = connections[alias]
+    reuse = connection.connection is not None and not connection.in_atomic_block
+    if reuse:
+        connection.health_check_done = True
+    for attempt in range(2):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return cursor.rowcount, cursor.fetchone() if cursor.description else None
+        except (OperationalError, InterfaceError):
+            if attempt or not reuse or connection.in_atomic_block:
+                raise
+            connection.close()
+    raise AssertionError("unreachable")
+
+
+def _state_read(alias: str, witness: str, origin: str) -> _State:
+    _count, row = _execute(alias, _READ, [witness, origin])
+    if row is None:
+        return _EMPTY
+    return _State(True, int(row[0]), bytes(row[1]), row[2])
+
+
+def _check(state: _State, cp: Checkpoint, old_size: int, proof: list[bytes]) -> None:
+    """Raise the refusal the protocol gives for this request against ``state``."""
+    if cp.size == state.size and cp.root_hash != state.root:
+        # Whatever the old size: two trees of one size signed by the log is a fork.
+        exc = SizeConflict(
+            f"a different tree of size {cp.size} was already cosigned", size=state.size
+        )
+        exc.evidence = ForkEvidence.Kind.SPLIT_VIEW
+        raise exc
+    if old_size != state.size:
+        raise SizeConflict(
+            f"this witness last cosigned size {state.size}, not {old_size}", size=state.size
+        )
+    try:
+        merkle.verify_consistency(old_size, cp.size, state.root, cp.root_hash, proof)
+    except merkle.ProofError as err:
+        exc = BadProof(f"the consistency proof does not hold: {err}")
+        exc.evidence = ForkEvidence.Kind.BAD_PROOF
+        raise exc from err
+
+
+def _swap(alias: str, witness: str, cp: Checkpoint, state: _State, note_text: str) -> bool:
+    """Compare-and-swap the row from ``state`` to the checkpoint: one statement, so outside a
+    transaction it is committed (durable) before this returns. False if the row is not ``state``."""
+    now = connections[alias].ops.adapt_datetimefield_value(timezone.now())
+    if state.exists:
+        params = [cp.size, cp.root_hash, note_text, now, witness, cp.origin, state.size, state.root]
+        count, _row = _execute(alias, _UPDATE, params)
+    else:
+        params = [witness, cp.origin, cp.size, cp.root_hash, note_text, now]
+        count, _row = _execute(alias, _INSERT, params)
+    return count == 1
+
+
+def _refuse(
+    exc: WitnessRefusal,
+    state: _State,
     cp: Checkpoint,
-    state: WitnessState | None,
-    size: int,
-    root: bytes,
+    witness: str,
+    old_size: int,
+    proof: list[bytes],
     note_text: str,
 ) -> None:
-    """Compare-and-swap the witness's memory from (size, root) to the checkpoint."""
-    if state is None:
-        try:
-            with transaction.atomic():
-                WitnessState.objects.create(
-                    witness=witness,
-                    origin=cp.origin,
-                    size=cp.size,
-                    root_hash=cp.root_hash,
-                    note=note_text,
-                )
-            return
-        except IntegrityError:
-            moved = True
-    else:
-        moved = (
-            WitnessState.objects.filter(pk=state.pk, size=size, root_hash=root).update(
-                size=cp.size, root_hash=cp.root_hash, note=note_text
-            )
-            != 1
-        )
-    if moved:
-        current = WitnessState.objects.get(witness=witness, origin=cp.origin)
-        raise SizeConflict("another request advanced this witness first", size=current.size)
+    """Keep fork evidence for a refusal that shows two histories signed by the log."""
+    if exc.evidence is None:
+        return
+    forks.fork_record(
+        origin=cp.origin,
+        witness=witness,
+        reported_by=ForkEvidence.Reporter.WITNESS,
+        kind=exc.evidence,
+        cosigned_size=state.size,
+        cosigned_root=state.root,
+        cosigned_note=state.note or "",
+        conflicting_size=cp.size,
+        conflicting_root=cp.root_hash,
+        conflicting_note=note_text,
+        old_size=old_size,
+        proof=proof,
+        detail=exc.detail,
+    )

@@ -1,6 +1,7 @@
 """The log operator's side of C2SP tlog-witness: ``POST <witness URL>/add-checkpoint`` (stdlib).
 
-One request per attempt with a short timeout; network faults, 5xx answers and malformed answers
+One request per attempt with a short timeout, on a keep-alive connection pooled per witness
+(:mod:`ledger.mirror_http`); network faults, 5xx answers and malformed answers
 are retried with exponential backoff a bounded number of times. The witness's refusals become the
 :mod:`ledger.witness` exceptions the in-process witness raises (409 → :class:`SizeConflict`
 with the size from the answer's body), so the caller handles both witnesses alike.
@@ -10,12 +11,10 @@ from __future__ import annotations
 
 import http.client
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ledger import tlog_witness, witness
+from ledger import mirror_http, tlog_witness, witness
 
 USER_AGENT = "ClaimProof-log/1 (C2SP tlog-witness client)"
 _REFUSALS: dict[int, type[witness.WitnessRefusal]] = {
@@ -47,25 +46,17 @@ def add_checkpoint_url(witness_url: str) -> str:
 
 
 def post(url: str, body: bytes, timeout: float, max_answer: int = 65536) -> Answer:
-    """One POST; any HTTP status is an answer, a network fault raises OSError."""
-    if not url.startswith(("http://", "https://")):
-        raise ValueError(f"not an http(s) URL: {url[:80]!r}")
-    request = urllib.request.Request(  # noqa: S310 (the scheme is checked above)
+    """One POST on a pooled keep-alive connection to the witness (:mod:`ledger.mirror_http`);
+    any HTTP status is an answer, a network fault raises OSError."""
+    response = mirror_http.POOL.request(
+        "POST",
         url,
-        data=body,
-        method="POST",
+        body=body,
         headers={"Content-Type": "text/plain; charset=utf-8", "User-Agent": USER_AGENT},
+        timeout=timeout,
+        max_body=max_answer,
     )
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
-            return Answer(
-                response.status,
-                response.headers.get("Content-Type", ""),
-                response.read(max_answer),
-            )
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return Answer(exc.code, exc.headers.get("Content-Type", ""), exc.read(max_answer))
+    return Answer(response.status, response.header("Content-Type"), response.body)
 
 
 def _interpret(answer: Answer) -> list[str]:

@@ -8,7 +8,9 @@ The checks and the compare-and-swap are :func:`ledger.witness.witness_add_checkp
 from __future__ import annotations
 
 import logging
+import os
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
@@ -17,6 +19,33 @@ from ledger import conf, keys, note, tlog_witness, witness
 from ledger.checkpoint import Checkpoint, CheckpointError
 
 log = logging.getLogger(__name__)
+
+
+_CONFIG: dict[tuple, tuple[str | None, dict[str, list[str]]]] = {}
+
+
+def _config(name: str) -> tuple[str | None, dict[str, list[str]]]:
+    """The witness's signer key and the logs it follows, parsed once per process for as long as
+    the settings, the key's environment variable and its file's mtime stay the same."""
+    path = keys.witnesses_dir() / f"{name}.key"
+    try:
+        mtime = path.stat().st_mtime_ns
+    except OSError:
+        mtime = None
+    memo = (
+        name,
+        repr(getattr(settings, "LEDGER_WITNESS_LOGS", None)),
+        os.environ.get(keys.witness_key_env(name)),
+        str(path),
+        mtime,
+    )
+    got = _CONFIG.get(memo)
+    if got is None:
+        got = (keys.local_witness_signer_key(name), conf.witness_logs())
+        if len(_CONFIG) > 16:
+            _CONFIG.clear()
+        _CONFIG[memo] = got
+    return got
 
 
 def _text(status: int, detail: str) -> HttpResponse:
@@ -53,14 +82,14 @@ def _add_checkpoint(request: HttpRequest) -> HttpResponse:
         Checkpoint.parse(note.split_note(req.note_text)[0])
     except (tlog_witness.WireError, note.NoteError, CheckpointError) as exc:
         return _text(400, f"malformed add-checkpoint request: {exc}")
-    signer = keys.local_witness_signer_key(name)
+    signer, logs = _config(name)
     if signer is None:
         log.error("LEDGER_WITNESS_NAME is %r but this node has no key for it", name)
         return _text(503, "the witness key is not available")
     try:
         lines = witness.witness_add_checkpoint(
             witness_signer_key=signer,
-            log_verifier_keys=conf.witness_logs(),
+            log_verifier_keys=logs,
             old_size=req.old_size,
             proof=req.proof,
             note_text=req.note_text,
