@@ -134,3 +134,22 @@ def test_adjusters_and_providers_cannot_see_or_start_runs():
             assert client.get(url).status_code == 403, url
         assert client.post("/payments/runs/", {"period": "2026-01-01"}).status_code == 403
     assert PaymentRun.objects.count() == 1
+
+
+def test_the_admin_shows_runs_read_only():
+    from django.contrib.auth import get_user_model
+
+    approved_claims(1)
+    run = settle(services.payment_run_start(None, None))
+    admin = Client()
+    admin.force_login(get_user_model().objects.create_superuser("root", password="pw-root-1"))
+    for url in (
+        "/admin/payments/paymentrun/",
+        f"/admin/payments/paymentrun/{run.pk}/change/",
+        "/admin/payments/paymentchunk/",
+        "/admin/payments/paymentrunitem/",
+    ):
+        assert admin.get(url).status_code == 200, url
+    assert admin.get("/admin/payments/paymentrun/add/").status_code == 403
+    assert admin.post(f"/admin/payments/paymentrun/{run.pk}/delete/").status_code == 403
+    assert PaymentRun.objects.filter(pk=run.pk, status=P.SETTLED).exists()
