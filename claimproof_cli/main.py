@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from claimproof_cli import CliError, cmd_anchor, cmd_claim, cmd_key, cmd_verify
+from claimproof_cli import CliError, cmd_anchor, cmd_claim, cmd_info, cmd_key, cmd_verify
 from claimproof_cli.context import Context
 from claimproof_cli.http import DEFAULT_TIMEOUT_S
 
@@ -99,6 +99,15 @@ def parser() -> argparse.ArgumentParser:
         ("response", cmd_claim.response, "the ClaimResponse (FHIR JSON)"),
     ):
         _add(claim, name, func, text).add_argument("id", metavar="ID")
+    p = _add(claim, "info", cmd_info.info, "the insurer's requests for information")
+    p.add_argument("id", metavar="ID")
+    p = _add(claim, "answer", cmd_info.answer, "answer the open request for information")
+    p.add_argument("id", metavar="ID")
+    p.add_argument("--resource", metavar="FILE.json", help="a FHIR DocumentReference or Binary")
+    p.add_argument("--file", metavar="DOCUMENT", help="any file, sent in a DocumentReference")
+    p.add_argument("--content-type", metavar="TYPE", help="of --file (default: from its name)")
+    p.add_argument("--title", help="of --file (default: its name)")
+    p.add_argument("--text", help="a sentence for the adjuster")
     p = _add(claim, "wait", cmd_claim.wait, "poll until the claim is no longer being verified")
     p.add_argument("id", metavar="ID")
     p.add_argument("--timeout", dest="wait_timeout", type=float, default=300.0, metavar="S")
