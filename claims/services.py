@@ -185,7 +185,7 @@ def claim_submit(*, provider: Provider, user, body: bytes, idempotency_key: str)
                 created_at=now,
                 updated_at=now,
             )
-            ClaimItem.objects.bulk_create(
+            rows = ClaimItem.objects.bulk_create(
                 ClaimItem(
                     claim=claim,
                     sequence=item.sequence,
@@ -194,7 +194,7 @@ def claim_submit(*, provider: Provider, user, body: bytes, idempotency_key: str)
                 )
                 for item in items
             )
-            ClaimEvent.objects.create(
+            event = ClaimEvent.objects.create(
                 claim=claim,
                 at=now,
                 actor=user,
@@ -209,6 +209,12 @@ def claim_submit(*, provider: Provider, user, body: bytes, idempotency_key: str)
                 data={"provider": provider.name, "kid": detached.kid, "total": str(total)},
             )
             transaction.on_commit(lambda: _enqueue(claim.pk))
+        # What the 202 answer shows of the new claim, as prefetch_related would have read it
+        # (items in sequence order, the one event): three queries fewer per submission.
+        claim._prefetched_objects_cache = {
+            "items": sorted(rows, key=lambda row: row.sequence),
+            "events": [event],
+        }
     except IntegrityError:
         # Two requests with one Idempotency-Key raced: the first one's claim is the answer.
         if (earlier := _same_key(provider, key, body_sha256)) is not None:
