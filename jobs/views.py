@@ -129,12 +129,15 @@ class JobStartForm(forms.Form):
 def _rows() -> tuple[list[dict], bool]:
     """Jobs and payment runs, newest first, and whether any is still running."""
     rows = []
-    for job in BatchJob.objects.select_related("started_by")[:LIST_SIZE]:
+    job_list = list(BatchJob.objects.select_related("started_by")[:LIST_SIZE])
+    wanted = {j.scope["provider"] for j in job_list if "provider" in j.scope}
+    names = dict(Provider.objects.filter(pk__in=wanted).values_list("pk", "name"))
+    for job in job_list:
         p = decorate(services.job_progress(job), running=job.status in RUNNING_JOB)
         p.update(
             kind="verification",
             url=reverse("jobs_pages:job", args=[job.pk]),
-            what=_scope_text(job.scope),
+            what=_scope_text(job.scope, names),
             by=p["started_by"],
         )
         rows.append(p)
@@ -151,13 +154,15 @@ def _rows() -> tuple[list[dict], bool]:
     return rows[:LIST_SIZE], any(r["running"] for r in rows)
 
 
-def _scope_text(scope: dict) -> str:
+def _scope_text(scope: dict, names: dict[int, str] | None = None) -> str:
+    """The scope in words; ``names`` are provider names by id (looked up when not given)."""
     if scope.get("all"):
         return "every claim"
     parts = []
     if "provider" in scope:
-        name = Provider.objects.filter(pk=scope["provider"]).values_list("name", flat=True)
-        parts.append(f"provider {name.first() or scope['provider']}")
+        if names is None:
+            names = dict(Provider.objects.filter(pk=scope["provider"]).values_list("pk", "name"))
+        parts.append(f"provider {names.get(scope['provider'], scope['provider'])}")
     if "kid" in scope:
         parts.append(f"key {scope['kid']}")
     if "since" in scope:

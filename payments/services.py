@@ -389,7 +389,7 @@ def payment_progress(run: PaymentRun, *, now: datetime | None = None) -> dict:
                 "settled_payouts": t.settled_payouts,
                 "settled_amount": t.settled_amount,
             }
-            for t in run.totals.order_by("currency")
+            for t in sorted(run.totals.all(), key=lambda t: t.currency)
         ],
         "created_by": getattr(run.created_by, "username", None),
         "created_at": run.created_at,
@@ -492,6 +492,9 @@ def payment_reconciliation(run: PaymentRun, provider_id: int, currency: str = ""
         .order_by("payout_id")
         .values_list("payout__reference", "payout__claim__public_id", "amount", "settled_at")
     )
+    unsettled = PaymentRunItem.objects.filter(
+        run=run, payout__payee=provider, currency=currency, settled_at__isnull=True
+    ).count()
     payee = {"reference": f"Organization/{provider.member.name}", "display": provider.name}
     total = sum((amount for _, _, amount, _ in rows), Decimal("0.00")).quantize(CENT)
     finished = run.finished_at or timezone.now()
@@ -504,9 +507,10 @@ def payment_reconciliation(run: PaymentRun, provider_id: int, currency: str = ""
         "period": {"end": run.period.isoformat()},
         "created": _instant(finished),
         "paymentIssuer": {"display": getattr(settings, "PAYMENTS_PAYER_NAME", "ClaimProof")},
-        "outcome": "complete",
+        "outcome": "partial" if unsettled else "complete",
         "disposition": (
-            f"Payment run {run.pk} for {run.period}: {len(rows)} payouts to {provider.name}."
+            f"Payment run {run.pk} for {run.period}: {len(rows)} payouts to {provider.name}"
+            + (f"; {unsettled} could not be settled." if unsettled else ".")
         ),
         "paymentDate": finished.astimezone(UTC).date().isoformat(),
         "paymentAmount": {"value": total, "currency": currency},
@@ -526,8 +530,12 @@ def payment_reconciliation(run: PaymentRun, provider_id: int, currency: str = ""
 
 
 def runs() -> QuerySet[PaymentRun]:
-    """Payment runs, newest first."""
-    return PaymentRun.objects.select_related("created_by").order_by("-created_at")
+    """Payment runs, newest first (with their totals, for ``payment_progress``)."""
+    return (
+        PaymentRun.objects.select_related("created_by")
+        .prefetch_related("totals")
+        .order_by("-created_at")
+    )
 
 
 def payable_summary(period: date | None = None) -> list[dict]:

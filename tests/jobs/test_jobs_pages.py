@@ -187,3 +187,30 @@ def test_the_list_holds_jobs_and_payment_runs_newest_first():
         ("Payment run", str(run.pk)),
         ("Verification job", str(first.pk)),
     ]
+
+
+def test_the_list_costs_the_same_queries_however_many_jobs_it_shows():
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from payments.services import payment_run_start
+
+    kit = make_provider()
+    auditor = client_for(Role.AUDITOR)
+
+    def queries() -> int:
+        from django.db import connection
+        from django.test.utils import CaptureQueriesContext
+
+        with CaptureQueriesContext(connection) as ctx:
+            assert auditor.get("/jobs/").status_code == 200
+        return len(ctx.captured_queries)
+
+    jobs.job_start({"provider": kit.provider.pk}, None)
+    payment_run_start(timezone.now().date(), None)
+    few = queries()
+    for days in range(1, 6):
+        jobs.job_start({"provider": kit.provider.pk}, None)
+        payment_run_start(timezone.now().date() - timedelta(days=days), None)
+    assert queries() == few
