@@ -7,15 +7,18 @@ reaches their sequence number.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from itertools import islice
 
-from audit.chain import FIELDS, GENESIS, head_commitment, row_hash
+from audit.chain import FIELDS, GENESIS, entry_bytes, entry_hash, head_commitment
 from audit.models import AuditEntry, ChainAnchor
 from ledger import anchor, keys, merkle, note, proofs
 from ledger.checkpoint import Checkpoint as CheckpointBody
 from ledger.models import Checkpoint, Leaf, MemberKey
 
 CHUNK = 5_000
+ANCHOR_BATCH = 500  # anchors whose leaves and proofs are read together
 
 
 @dataclass
@@ -72,47 +75,86 @@ class _Ledger:
         self.size, self.root = body.size, body.root_hash
         report.checkpoint_size = body.size
 
+    def prepare(self, batch: list[ChainAnchor]) -> None:
+        """Read and check the leaves of a batch of anchors: one query for the leaves, one read
+        for all their inclusion proofs. What needs the recomputed head waits for :meth:`check`."""
+        self.prepared: dict[int, tuple[bytes | None, str | None, bool]] = {}
+        datas = dict(
+            Leaf.objects.filter(index__in=[a.leaf_index for a in batch]).values_list(
+                "index", "data"
+            )
+        )
+        sealed = [a for a in batch if a.leaf_index in datas and a.leaf_index < self.size]
+        plans = [merkle.inclusion_proof_ranges(a.leaf_index, self.size) for a in sealed]
+        try:
+            hashes = self.reader.range_hashes([r for plan in plans for r in plan])
+            problem = None
+        except proofs.SizeError as exc:
+            hashes, problem = [], str(exc)
+        paths, at = {}, 0
+        for a, plan in zip(sealed, plans, strict=True):
+            paths[a.seq], at = hashes[at : at + len(plan)], at + len(plan)
+        for a in batch:
+            where = f"the anchor of entry #{a.seq} (ledger leaf {a.leaf_index})"
+            if a.leaf_index not in datas:
+                self.prepared[a.seq] = (None, f"{where}: the ledger has no such leaf", True)
+                continue
+            data = bytes(datas[a.leaf_index])
+            try:
+                statement = anchor.statement_parse(data)
+                vkey = self.anchor_keys.get((statement.member, f"{statement.key_id:08x}"))
+                if vkey is None:
+                    raise anchor.AnchorError(f"{statement.member} has no such anchor key")
+                anchor.statement_verify(statement, vkey)
+            except anchor.AnchorError as exc:
+                self.prepared[a.seq] = (None, f"{where}: not a valid signed statement: {exc}", True)
+                continue
+            error = self.error
+            if error is None and a.seq in paths:
+                try:
+                    if problem:
+                        raise proofs.SizeError(problem)
+                    merkle.verify_inclusion(
+                        a.leaf_index, self.size, merkle.leaf_hash(data), paths[a.seq], self.root
+                    )
+                except (proofs.SizeError, merkle.ProofError) as exc:
+                    error = f"{where}: not in the signed checkpoint of size {self.size}: {exc}"
+            is_sealed = self.error is not None or a.leaf_index < self.size
+            self.prepared[a.seq] = (statement.commitment, error, is_sealed)
+        self.reader = proofs.HashReader()  # bounded: one batch's hashes at a time
+
     def check(self, a: ChainAnchor, head: bytes) -> str | None:
         """None when leaf ``a.leaf_index`` is a valid anchor of ``head`` at ``a.seq``, included in
         the signed checkpoint; else what is wrong. Raises _Unsealed when it is not sealed yet."""
-        where = f"the anchor of entry #{a.seq} (ledger leaf {a.leaf_index})"
-        leaf = Leaf.objects.filter(index=a.leaf_index).values_list("data", flat=True).first()
-        if leaf is None:
-            return f"{where}: the ledger has no such leaf"
-        data = bytes(leaf)
-        try:
-            statement = anchor.statement_parse(data)
-            vkey = self.anchor_keys.get((statement.member, f"{statement.key_id:08x}"))
-            if vkey is None:
-                return f"{where}: signed by {statement.member}, which has no such anchor key"
-            anchor.statement_verify(statement, vkey)
-        except anchor.AnchorError as exc:
-            return f"{where}: not a valid signed statement: {exc}"
-        if statement.commitment != head_commitment(a.seq, head):
+        commitment, error, is_sealed = self.prepared[a.seq]
+        if commitment is not None and commitment != head_commitment(a.seq, head):
             return (
-                f"{where}: the leaf commits to another chain head than the one recomputed from "
-                "the first entry: the trail was rewritten up to here"
+                f"the anchor of entry #{a.seq} (ledger leaf {a.leaf_index}): the leaf commits to "
+                "another chain head than the one recomputed from the first entry: the trail was "
+                "rewritten up to here"
             )
-        if self.error:
-            return self.error
-        if a.leaf_index >= self.size:
+        if error:
+            return error
+        if not is_sealed:
             raise _Unsealed
-        try:
-            path = proofs.inclusion(
-                a.leaf_index, self.size, sealed_size=self.size, reader=self.reader
-            )
-            merkle.verify_inclusion(
-                a.leaf_index, self.size, merkle.leaf_hash(data), path, self.root
-            )
-        except (proofs.SizeError, merkle.ProofError) as exc:
-            return f"{where}: not included in the signed checkpoint of size {self.size}: {exc}"
-        if len(self.reader._cache) > 100_000:
-            self.reader = proofs.HashReader()  # bounded
         return None
 
 
 class _Unsealed(Exception):
     pass
+
+
+def _batches(anchors: Iterator[ChainAnchor]) -> Iterator[list[ChainAnchor]]:
+    while batch := list(islice(anchors, ANCHOR_BATCH)):
+        yield batch
+
+
+def _anchors(ledger: _Ledger) -> Iterator[ChainAnchor]:
+    """Every anchor in sequence order, their leaves checked a batch ahead."""
+    rows = ChainAnchor.objects.order_by("seq").iterator(chunk_size=CHUNK)
+    for batch in _batches(rows):
+        ledger.prepare(batch)
+        yield from batch
 
 
 def audit_verify() -> TrailReport:
@@ -121,7 +163,7 @@ def audit_verify() -> TrailReport:
     report = TrailReport()
     report.pending = AuditEntry.objects.filter(seq__isnull=True).count()
     ledger = _Ledger(report)
-    anchors = iter(ChainAnchor.objects.order_by("seq").iterator(chunk_size=CHUNK))
+    anchors = _anchors(ledger)
     next_anchor = next(anchors, None)
     recomputed = stored_prev = GENESIS
     expected = 1
@@ -142,8 +184,9 @@ def audit_verify() -> TrailReport:
             )
             expected = seq
         expected += 1
-        recomputed = row_hash(seq, recomputed, tuple(row))
-        if row_hash(seq, stored_prev, tuple(row)) != stored:
+        canonical = entry_bytes(seq=seq, **dict(zip(FIELDS, row, strict=True)))
+        recomputed = entry_hash(recomputed, canonical)
+        if entry_hash(stored_prev, canonical) != stored:
             report.problem(
                 f"entry #{seq} (id {row[0]}, {row[4]} on {row[5]}): its hash does not match its "
                 "recorded fields and the entry before it: it was altered, inserted or moved "

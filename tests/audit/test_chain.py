@@ -166,3 +166,28 @@ def test_the_page_data_survives_a_json_round_trip_exactly():
     row = h.chained_rows()[0]
     assert json.loads(rfc8785.dumps(row["data"])) == {"a": [1, "x"], "b": 1, "z": {"y": None}}
     assert audit_verify().ok
+
+
+def test_an_anchor_not_sealed_yet_is_reported_as_such_not_as_a_problem():
+    h.node()
+    h.record(2)
+    audit_chain()  # chained and anchored; the checkpoint comes with the next seal
+    report = audit_verify()
+    assert report.ok, report.problems
+    assert (report.anchors_unsealed, report.anchored_seq, report.unanchored) == (1, 0, 2)
+    services.ledger_seal()
+    report = audit_verify()
+    assert (report.anchors, report.anchors_unsealed, report.anchored_seq) == (1, 0, 2)
+
+
+def test_anchors_are_checked_batch_by_batch(monkeypatch):
+    from audit import verify
+
+    h.node()
+    for n in range(1, 6):
+        h.record(n)
+        services.ledger_seal()
+    monkeypatch.setattr(verify, "ANCHOR_BATCH", 2)
+    report = audit_verify()
+    assert report.ok, report.problems
+    assert (report.entries, report.anchors, report.anchored_seq) == (15, 5, 15)

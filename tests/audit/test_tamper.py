@@ -189,3 +189,19 @@ def test_the_database_lets_a_seal_chain_a_pending_entry_once(trail):
         connection.cursor() as cursor,
     ):
         cursor.execute("UPDATE audit_auditentry SET hash = %s WHERE seq = 9", [bytes(32)])
+
+
+def test_an_anchor_pointed_at_another_leaf_is_caught(trail):
+    from ledger import services
+    from tests.ledger.helpers import signed_anchor
+
+    other = services.anchor_append(data=signed_anchor(1)).leaf.index  # a procedure's anchor
+    services.ledger_seal()
+    with h.tampering() as cursor:
+        cursor.execute("UPDATE audit_chainanchor SET leaf_index = %s WHERE seq = 8", [other])
+    assert "commits to another chain head" in _caught(
+        f"the anchor of entry #8 (ledger leaf {other})"
+    )
+    with h.tampering() as cursor:
+        cursor.execute("UPDATE audit_chainanchor SET leaf_index = 9999 WHERE seq = 8")
+    _caught("the anchor of entry #8 (ledger leaf 9999): the ledger has no such leaf")
