@@ -70,13 +70,14 @@ def _hold_of(claim: Claim) -> Hold | None:
     return Hold.objects.select_related("user").filter(claim=claim).first()
 
 
-def _hold_is_stale(hold: Hold) -> bool:
+def hold_is_stale(hold: Hold) -> bool:
+    """Older than ``REVIEW_HOLD_TTL_S``: it no longer keeps anyone from deciding."""
     return timezone.now() - hold.since > timedelta(seconds=settings.REVIEW_HOLD_TTL_S)
 
 
 def _check_not_held_by_other(claim: Claim, user) -> None:
     hold = _hold_of(claim)
-    if hold and hold.user_id != user.pk and not _hold_is_stale(hold):
+    if hold and hold.user_id != user.pk and not hold_is_stale(hold):
         raise Conflict(
             f"{hold.user.get_username()} is reviewing this claim (since {hold.since:%H:%M} UTC)",
             code="held_by_other",
@@ -90,6 +91,17 @@ def _check_decidable(claim: Claim) -> None:
             f"the claim is {claim.get_status_display()}; only verified claims and claims that "
             "need review can be decided",
             code="not_decidable",
+        )
+
+
+def _check_no_pending_approval(claim: Claim) -> None:
+    """Between the two approvals of a four-eyes claim, what the first approver saw must not
+    change: no item decision, no request for information (the second adjuster may deny)."""
+    if Approval.objects.filter(claim=claim, round=claim.verification_runs).exists():
+        raise Conflict(
+            "the claim already has a first approval; it can no longer change "
+            "(deny it, or let a second adjuster approve it)",
+            code="approval_pending",
         )
 
 
@@ -110,7 +122,7 @@ def claim_hold(*, claim_id: int, user, take_over: bool = False) -> Hold:
         hold = _hold_of(claim)
         if hold and hold.user_id == user.pk:
             return hold
-        if hold and not _hold_is_stale(hold):
+        if hold and not hold_is_stale(hold):
             if not take_over:
                 _check_not_held_by_other(claim, user)
             _require(user, Ability.SENIOR_DECIDE)
@@ -157,12 +169,7 @@ def item_decide(
         claim = _locked(claim_id)
         _check_decidable(claim)
         _check_not_held_by_other(claim, user)
-        if Approval.objects.filter(claim=claim, round=claim.verification_runs).exists():
-            raise Conflict(
-                "the claim already has a first approval; its items can no longer change "
-                "(deny it, or let a second adjuster approve it)",
-                code="approval_pending",
-            )
+        _check_no_pending_approval(claim)
         try:
             item = ClaimItem.objects.get(claim=claim, sequence=sequence)
         except ClaimItem.DoesNotExist:
@@ -377,6 +384,7 @@ def claim_request_info(*, claim_id: int, user, reason_code: str, question: str) 
         claim = _locked(claim_id)
         _check_decidable(claim)
         _check_not_held_by_other(claim, user)
+        _check_no_pending_approval(claim)
         request = InfoRequest.objects.create(
             claim=claim,
             reason_code=reason_code,
@@ -442,6 +450,9 @@ def info_answer(*, claim_id: int, user, attachment: object, text: str = "") -> I
     resource = attachment_validate(attachment)
     with transaction.atomic():
         claim = _locked(claim_id)
+        link = getattr(user, "provider_link", None)
+        if link is None or link.provider_id != claim.provider_id:
+            raise NotFound("no such claim", code="unknown_claim")  # not theirs: say nothing
         request = InfoRequest.objects.filter(claim=claim, answered_at__isnull=True).first()
         if request is None or claim.status != S.INFO_REQUESTED:
             raise Conflict(

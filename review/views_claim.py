@@ -287,8 +287,15 @@ def _utc(ts: object) -> datetime | None:
     return datetime.fromtimestamp(ts, tz=UTC) if isinstance(ts, int) else None
 
 
-def _signed_root(size: int) -> tuple[bytes | None, str]:
-    """The root of the log's checkpoint of ``size``, read from its operator-signed note."""
+def _signed_root(size: int, memo: dict[int, tuple[bytes | None, str]]) -> tuple[bytes | None, str]:
+    """The root of the log's checkpoint of ``size``, read from its operator-signed note (once
+    per page: ``memo``)."""
+    if size not in memo:
+        memo[size] = _read_signed_root(size)
+    return memo[size]
+
+
+def _read_signed_root(size: int) -> tuple[bytes | None, str]:
     row = Checkpoint.objects.filter(size=size).first()
     if row is None:
         return None, f"the log has no checkpoint of size {size}"
@@ -299,7 +306,9 @@ def _signed_root(size: int) -> tuple[bytes | None, str]:
     return body.root_hash, ""
 
 
-def proof_view(evidence: dict, members: dict[str, str]) -> ProofView | None:
+def proof_view(
+    evidence: dict, members: dict[str, str], memo: dict | None = None
+) -> ProofView | None:
     """Redo the proof from the check's evidence: the leaf hash, the path, and the root of the
     checkpoint as the log operator signed it. None when the evidence holds no proof."""
     checkpoint = evidence.get("checkpoint")
@@ -313,7 +322,7 @@ def proof_view(evidence: dict, members: dict[str, str]) -> ProofView | None:
     except (KeyError, TypeError, ValueError, binascii.Error):
         return None
     verified, verdict = False, ""
-    signed_root, problem = _signed_root(size)
+    signed_root, problem = _signed_root(size, {} if memo is None else memo)
     try:
         merkle.verify_inclusion(index, size, leaf_hash, path_hashes, root)
         if signed_root is None:
@@ -372,6 +381,7 @@ def check_views(claim: Claim) -> list[CheckView]:
         return []
     rows = list(ClaimCheck.objects.filter(claim=claim, run=claim.verification_runs).order_by("id"))
     members = {m.name: str(m) for m in Member.objects.all()}
+    memo: dict[int, tuple[bytes | None, str]] = {}
     views = []
     for row in rows:
         evidence = row.evidence if isinstance(row.evidence, dict) else {}
@@ -384,7 +394,7 @@ def check_views(claim: Claim) -> list[CheckView]:
                 sentence=row.sentence,
                 evidence=evidence,
                 evidence_json=json.dumps(evidence, indent=2, sort_keys=True, ensure_ascii=False),
-                proof=proof_view(evidence, members)
+                proof=proof_view(evidence, members, memo)
                 if row.name.startswith(PROCEDURE_CHECK)
                 else None,
             )
@@ -499,7 +509,7 @@ def decision(claim: Claim, user) -> Decision:
         can_decide=can(user, Ability.DECIDE),
         can_senior=can(user, Ability.SENIOR_DECIDE),
         hold=hold,
-        hold_stale=hold is not None and services._hold_is_stale(hold),
+        hold_stale=hold is not None and services.hold_is_stale(hold),
         mine=hold is not None and hold.user_id == user.pk,
         approvals=approvals,
         needed=services.approvals_needed(claim),

@@ -152,6 +152,20 @@ def test_items_cannot_change_between_the_two_approvals(four_eyes):
 
 
 @pytest.mark.django_db
+def test_no_request_for_information_between_the_two_approvals(four_eyes):
+    claim = decidable_claim(unit_price="600.00", procedures=2)
+    services.claim_approve(claim_id=claim.pk, user=user_with(A))
+    _refused(
+        Conflict,
+        lambda: services.claim_request_info(
+            claim_id=claim.pk, user=user_with(A), reason_code="records", question="Records?"
+        ),
+        claim,
+        "approval_pending",
+    )
+
+
+@pytest.mark.django_db
 def test_above_the_senior_amount_a_senior_adjuster_must_be_among_the_approvers(settings):
     settings.REVIEW_FOUR_EYES_ABOVE = Decimal("1000.00")
     settings.REVIEW_SENIOR_ABOVE = Decimal("1100.00")
@@ -418,6 +432,23 @@ def test_request_information_then_the_provider_answers_and_the_claim_comes_back(
     )
     services.claim_approve(claim_id=claim.pk, user=adjuster)
     assert _fresh(claim).status == S.APPROVED
+
+
+@pytest.mark.django_db
+def test_only_the_claims_provider_can_answer(four_eyes):
+    from tests.claims.factories import LAB, make_provider
+
+    claim = decidable_claim()
+    services.claim_request_info(
+        claim_id=claim.pk, user=user_with(A), reason_code="records", question="Records, please."
+    )
+    for stranger in (make_provider(LAB).user, user_with(A)):
+        _refused(
+            NotFound,
+            lambda u=stranger: services.info_answer(claim_id=claim.pk, user=u, attachment=DOCUMENT),
+            claim,
+            "unknown_claim",
+        )
 
 
 @pytest.mark.django_db
