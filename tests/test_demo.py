@@ -46,6 +46,7 @@ def test_demo_load_tells_the_whole_story_once():
 
     by_status = {s: Claim.objects.filter(status=s).count() for s in S}
     for state in (
+        S.PAID,
         S.RECEIVED,
         S.VERIFIED,
         S.NEEDS_REVIEW,

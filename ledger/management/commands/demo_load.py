@@ -4,11 +4,13 @@ and a few hundred claims in every state."""
 from __future__ import annotations
 
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
+from django.utils import timezone
 
 from ledger.models import Leaf
 
@@ -50,8 +52,8 @@ class Command(BaseCommand):
             return
         made = load_demo_claims(claims, live=live)
         decided = demo_decide()
-        paid = _pay()
         demo_backdate()
+        paid = _pay()
         self.stdout.write(
             f"submitted {made['honest']} honest claims and {made['fraud']} frauds; "
             f"{live} are left for the worker to verify"
@@ -64,8 +66,17 @@ class Command(BaseCommand):
 
 
 def _pay() -> int:
-    """Settle part of the approved claims in a payment run, when payment runs are installed."""
-    return 0
+    """Weekly payment runs three, two and one week ago, made by the operator: the older approved
+    claims are paid, the recent ones wait for the next run."""
+    from payments.services import payment_chunk_settle, payment_run_collect, payment_run_start
+
+    olga = get_user_model().objects.get(username="olga")
+    today = timezone.now().date()
+    paid = 0
+    for weeks in (3, 2, 1):
+        run = payment_run_start(today - timedelta(weeks=weeks), olga, reason="weekly run")
+        paid += payment_run_collect(run.pk, dispatch=payment_chunk_settle).settled
+    return paid
 
 
 def _append(path, lines: list[str]) -> None:
