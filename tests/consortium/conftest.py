@@ -83,6 +83,7 @@ class WitnessNode:
     name: str
     signer_key: str
     logs: dict[str, str]
+    workers: int = 2
     port: int = field(default_factory=free_port)
     var: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="claimproof-node-"))
     process: subprocess.Popen | None = None
@@ -109,7 +110,7 @@ class WitnessNode:
                 "--bind",
                 f"127.0.0.1:{self.port}",
                 "--workers",
-                "2",
+                str(self.workers),
                 "--threads",
                 "4",
                 "--timeout",
@@ -147,6 +148,13 @@ class WitnessNode:
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a power cut would: no graceful shutdown, requests in flight."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=10)
 
