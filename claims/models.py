@@ -191,6 +191,14 @@ class ClaimCheck(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["claim", "run", "name"], name="one_result_per_check"),
         ]
+        indexes = [
+            # the queue's "check that failed" filter starts from the (few) failures
+            models.Index(
+                fields=["name", "claim", "run"],
+                condition=Q(outcome="fail"),
+                name="check_failed_by_name",
+            ),
+        ]
 
 
 class BilledAnchor(models.Model):

@@ -9,6 +9,7 @@ view of the queue can be bookmarked and opens as a full page.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import cache
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -24,12 +25,19 @@ from review.services import claims_bulk_approve, four_eyes_above
 BULK_MAX = 200
 
 
-def claim_url(public_id) -> str:
-    """The claim's page (``review:claim``), by its URL when that page is not routed yet."""
+@cache
+def _claim_url_pattern() -> str:
+    """The claim page's URL with a hole for the id: one reverse, then string formatting."""
+    marker = "00000000-0000-0000-0000-000000000000"
     try:
-        return reverse("review:claim", kwargs={"public_id": public_id})
-    except NoReverseMatch:
-        return f"/claims/{public_id}/"
+        return reverse("review:claim", kwargs={"public_id": marker}).replace(marker, "{}")
+    except NoReverseMatch:  # the claim page is not routed yet: its documented address
+        return "/claims/{}/"
+
+
+def claim_url(public_id: object) -> str:
+    """The claim's page (``review:claim``)."""
+    return _claim_url_pattern().format(public_id)
 
 
 def _row_context(request: HttpRequest) -> dict:
@@ -39,9 +47,15 @@ def _row_context(request: HttpRequest) -> dict:
     }
 
 
-def _with_urls(rows: list[q.QueueRow]) -> list[q.QueueRow]:
+def _with_urls(request: HttpRequest, rows: list[q.QueueRow]) -> list[q.QueueRow]:
+    """Each row's link, whether the user may select it for bulk approval, and whether it is
+    above the four-eyes amount (bulk approval would skip it)."""
+    decide = can(request.user, Ability.DECIDE)
+    above = four_eyes_above()
     for row in rows:
-        row.url = claim_url(row.claim.public_id)
+        row.url = claim_url(row.public_id)
+        row.selectable = decide and row.status == ClaimStatus.VERIFIED
+        row.four_eyes = row.claim.total is not None and row.claim.total > above
     return rows
 
 
@@ -76,7 +90,7 @@ def _results_context(request: HttpRequest, query: q.QueueQuery, errors: list[str
         **_row_context(request),
         "query": query,
         "errors": errors,
-        "rows": _with_urls(page.rows),
+        "rows": _with_urls(request, page.rows),
         "page": page,
         "sorts": q.SORTS,
         "sort_links": _sort_links(query, base),
@@ -161,7 +175,7 @@ def queue_live(request: HttpRequest) -> HttpResponse:
     return render(
         request,
         "review/_queue_live.html",
-        {**_row_context(request), "rows": _with_urls(rows), "live_url": _live_url(still)},
+        {**_row_context(request), "rows": _with_urls(request, rows), "live_url": _live_url(still)},
     )
 
 
@@ -180,7 +194,7 @@ def queue_bulk_approve(request: HttpRequest) -> HttpResponse:
         lines = claims_bulk_approve(claim_ids=ids, user=request.user)
         context["lines"] = lines
         context["approved"] = sum(1 for line in lines if line.ok)
-        context["rows"] = _with_urls(q.queue_rows_by_id(ids))
+        context["rows"] = _with_urls(request, q.queue_rows_by_id(ids))
     return render(request, "review/_queue_bulk_summary.html", context)
 
 

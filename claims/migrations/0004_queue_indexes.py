@@ -38,4 +38,12 @@ class Migration(migrations.Migration):
                 opclasses=["varchar_pattern_ops"],
             ),
         ),
+        migrations.AddIndex(
+            model_name="claimcheck",
+            index=models.Index(
+                condition=models.Q(("outcome", "fail")),
+                fields=["name", "claim", "run"],
+                name="check_failed_by_name",
+            ),
+        ),
     ]
