@@ -259,3 +259,68 @@ def test_the_admin_lists_fork_evidence_read_only(admin_client, settings):
     assert detail.status_code == 200 and "other" in detail.content.decode()
     assert admin_client.get("/admin/ledger/forkevidence/add/").status_code == 403
     assert admin_client.post(f"/admin/ledger/forkevidence/{fork.pk}/delete/").status_code == 403
+
+
+# --- for verifiers: checkpoint_contradicted -------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_tree_the_witness_refused_is_contradicted_and_the_cosigned_history_is_not(settings):
+    init_ledger()
+    cp5 = _seal(0, 5)
+    assert services.checkpoint_cosign(checkpoint=cp5)[HOSTED] == "cosigned"
+    origin, honest5 = settings.LEDGER_ORIGIN, bytes(cp5.root_hash)
+    assert forks.checkpoint_contradicted(origin, 5, honest5) is None  # no evidence at all
+
+    forked = _fork_of(12)
+    with pytest.raises(witness.BadProof):
+        services.cosignature_request(
+            member_key=_hosted_key(),
+            note_text=_signed(settings, forked),
+            old_size=5,
+            proof=merkle.consistency_proof(5, forked),
+        )
+    split5 = merkle.root_hash(_fork_of(5))
+    fork = ForkEvidence.objects.get()
+    # The refused tree, and any other tree of the size the witness cosigned, are contradicted.
+    assert forks.checkpoint_contradicted(origin, 12, merkle.root_hash(forked)) == fork
+    assert forks.checkpoint_contradicted(origin, 5, split5) == fork
+    # The history the witness cosigned, and its honest extension, are not; nor another log.
+    assert forks.checkpoint_contradicted(origin, 5, honest5) is None
+    cp9 = _seal(5, 4)
+    assert services.checkpoint_cosign(checkpoint=cp9)[HOSTED] == "cosigned"
+    assert forks.checkpoint_contradicted(origin, 9, bytes(cp9.root_hash)) is None
+    assert forks.checkpoint_contradicted("other.example", 12, merkle.root_hash(forked)) is None
+    # Many at once, one query.
+    trees = [(12, merkle.root_hash(forked)), (5, honest5), (9, bytes(cp9.root_hash)), (5, split5)]
+    assert forks.checkpoints_contradicted(origin, trees) == {
+        (12, merkle.root_hash(forked)): fork,
+        (5, split5): fork,
+    }
+
+
+@pytest.mark.django_db
+def test_a_remote_witness_refusal_counts_only_when_asked_for(settings):
+    init_ledger()
+    cp = _seal(0, 3)
+    root = bytes(cp.root_hash)
+    forks.fork_record(
+        origin=settings.LEDGER_ORIGIN,
+        witness="remote.example",
+        reported_by=ForkEvidence.Reporter.OPERATOR,
+        kind=ForkEvidence.Kind.SPLIT_VIEW,
+        cosigned_size=3,
+        cosigned_root=None,
+        cosigned_note="",
+        conflicting_size=3,
+        conflicting_root=root,
+        conflicting_note=cp.note,
+        old_size=0,
+        proof=[],
+        detail="409 with our own size",
+    )
+    # The witness's word alone (no note of the other tree) does not contradict our checkpoint...
+    assert forks.checkpoint_contradicted(settings.LEDGER_ORIGIN, 3, root) is None
+    # ... unless the caller chooses to trust the reporting witnesses.
+    reported = forks.checkpoint_contradicted(settings.LEDGER_ORIGIN, 3, root, include_reported=True)
+    assert reported is not None and reported.witness == "remote.example"
