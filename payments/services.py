@@ -244,17 +244,21 @@ def payment_chunk_settle(chunk_id: int) -> PaymentChunk:
         claims = {c.pk: c for c in Claim.objects.select_for_update().filter(pk__in=claim_ids)}
         now = timezone.now()
         settled: dict[str, list] = defaultdict(lambda: [0, Decimal("0.00")])
-        errors = 0
+        paid: list[PaymentRunItem] = []
+        failed: list[PaymentRunItem] = []
         for item in items:
             claim = claims.get(item.payout.claim_id)
-            problem = _settle_one(run, item, claim, now)
-            if problem:
-                item.error, errors = problem, errors + 1
+            if problem := _settle_one(run, item, claim):
+                item.error = problem
+                failed.append(item)
                 continue
-            item.settled_at = now
+            paid.append(item)
             settled[item.currency][0] += 1
             settled[item.currency][1] += item.amount
-        PaymentRunItem.objects.bulk_update(items, ["settled_at", "error"])
+        Payout.objects.filter(pk__in=[i.payout_id for i in paid]).update(settled_at=now)
+        PaymentRunItem.objects.filter(pk__in=[i.pk for i in paid]).update(settled_at=now)
+        if failed:
+            PaymentRunItem.objects.bulk_update(failed, ["error"])
         PaymentChunk.objects.filter(pk=chunk.pk).update(
             status=PaymentChunk.Status.DONE, finished_at=now, updated_at=now
         )
@@ -265,7 +269,7 @@ def payment_chunk_settle(chunk_id: int) -> PaymentChunk:
             )
         PaymentRun.objects.filter(pk=run.pk).update(
             settled=F("settled") + sum(n for n, _ in settled.values()),
-            errors=F("errors") + errors,
+            errors=F("errors") + len(failed),
             chunks_done=F("chunks_done") + 1,
             updated_at=now,
         )
@@ -274,8 +278,9 @@ def payment_chunk_settle(chunk_id: int) -> PaymentChunk:
     return chunk
 
 
-def _settle_one(run: PaymentRun, item: PaymentRunItem, claim: Claim | None, now) -> str:
-    """Settle one payout inside the chunk's transaction; the reason when it cannot be."""
+def _settle_one(run: PaymentRun, item: PaymentRunItem, claim: Claim | None) -> str:
+    """Move one payout's claim to paid inside the chunk's transaction; the reason when it
+    cannot be (empty when it was)."""
     payout = item.payout
     if payout.settled_at is not None:
         return f"payout {payout.reference} was already settled at {payout.settled_at:%Y-%m-%d}"
@@ -290,8 +295,7 @@ def _settle_one(run: PaymentRun, item: PaymentRunItem, claim: Claim | None, now)
         )
     except (InvalidTransition, ConcurrentTransition) as exc:
         return f"claim {claim.public_id} cannot be paid: {exc}"
-    Payout.objects.filter(pk=payout.pk, settled_at__isnull=True).update(settled_at=now)
-    return ""
+    return ""  # the caller marks the chunk's paid payouts settled in one UPDATE
 
 
 def _finish_if_complete(run_id: int) -> PaymentRun:

@@ -295,3 +295,24 @@ def test_two_runs_collecting_at_once_never_share_a_payout(settings):
     taken = list(PaymentRunItem.objects.values_list("payout_id", flat=True))
     assert sorted(taken) == sorted(Payout.objects.values_list("pk", flat=True))
     assert sum(PaymentRun.objects.get(pk=r.pk).total for r in runs) == 7
+
+
+def test_a_payout_whose_claim_cannot_be_paid_fails_the_run_and_stays_unsettled():
+    from claims.states import claim_transition
+
+    claims = approved_claims(2)
+    run = services.payment_run_start(today())
+    chunks = collected(run)
+    claim_transition(claim=claims[0], to=S.PAID, reason="paid by hand, outside any run")
+    for chunk_id in chunks:
+        services.payment_chunk_settle(chunk_id)
+    run.refresh_from_db()
+    assert (run.status, run.settled, run.errors) == (P.FAILED, 1, 1)
+    assert run.error == "1 of 2 payouts could not be settled"
+    item = PaymentRunItem.objects.get(payout__claim=claims[0])
+    assert item.settled_at is None and "cannot go from paid to paid" in item.error
+    assert Payout.objects.get(claim=claims[0]).settled_at is None
+    assert Payout.objects.get(claim=claims[1]).settled_at is not None
+    resource = services.payment_reconciliation(run, claims[0].provider_id)
+    assert resource["outcome"] == "partial" and len(resource["detail"]) == 1
+    assert AuditEntry.objects.filter(action="payment_run.failed").exists()
