@@ -34,6 +34,8 @@ from django.db.models import (
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from claims.checks import billing, binding, business, fhir, signature
+from claims.checks import ledger as ledger_check
 from claims.models import Claim, ClaimCheck, ClaimEvent
 from claims.states import FINAL, ClaimStatus
 from review.models import Payout
@@ -64,16 +66,16 @@ OPEN_STATUSES: tuple[str, ...] = tuple(
 
 # Check names as people read them (docs/verification.md lists the checks). Every
 # ``procedure:<fullUrl>`` check counts as one reason, "procedure".
+PROCEDURE = "procedure"
 CHECK_LABELS: dict[str, str] = {
-    "signature": "Signature (provider key, JWS)",
-    "fhir": "FHIR validity",
-    "procedure": "Procedure on the ledger (commitment, inclusion, checkpoint)",
-    "binding": "Binding (provider, items, dates)",
-    "related": "Corrected or voided claim",
-    "double_billing": "Double billing",
-    "business": "Business rules",
+    signature.NAME: "Signature (provider key, JWS)",
+    fhir.NAME: "FHIR validity",
+    PROCEDURE: "Procedure on the ledger (commitment, inclusion, checkpoint)",
+    binding.NAME: "Binding (provider, items, dates)",
+    billing.RELATED: "Corrected or voided claim",
+    billing.DOUBLE_BILLING: "Double billing",
+    business.NAME: "Business rules",
 }
-_PROCEDURE_PREFIX = "procedure:"
 
 
 class PeriodError(ValueError):
@@ -342,7 +344,7 @@ def reject_reasons(win: Window) -> RejectReasons:
         )
         .annotate(
             check=Case(
-                When(name__startswith=_PROCEDURE_PREFIX, then=Value("procedure")),
+                When(name__startswith=ledger_check.PREFIX, then=Value(PROCEDURE)),
                 default=F("name"),
                 output_field=CharField(),
             )
