@@ -230,3 +230,15 @@ def test_while_verification_runs_the_page_polls_and_then_reloads():
     live = adjuster.get(url(claim, "live"), **HX)
     assert live["HX-Refresh"] == "true"
     assert 'data-testid="live-status"' not in adjuster.get(url(claim)).content.decode()
+
+
+def test_a_rejected_claim_shows_the_failed_check_and_nothing_to_decide():
+    kit = cf.make_provider()
+    unanchored = cf.Anchored(cf.procedure(), b"\1" * 32, 999_999, b"\2" * 32)
+    claim, _ = cf.claim_for(kit, [unanchored])
+    cf.verified(claim)
+    page = client_for(user_with(Role.ADJUSTER)).get(url(claim)).content.decode()
+    assert "REJECTED" in page and "FAIL" in page
+    assert "No leaf 999999 exists on the ledger" in page
+    assert 'data-testid="not-decidable"' in page and 'data-testid="approve-form"' not in page
+    assert 'data-testid="proof-path"' not in page  # no proof to draw
