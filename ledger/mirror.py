@@ -35,6 +35,14 @@ class MirrorError(Exception):
     """What the log served cannot be fetched or does not check out."""
 
 
+class NotFinal(MirrorError):
+    """The checkpoint lacks the quorum of cosignatures, or does not cover the leaf yet."""
+
+
+class MirrorFork(MirrorError):
+    """The log signed two histories: checkpoints that no consistency proof joins."""
+
+
 def http_fetcher(base_url: str, timeout: float = 5.0, max_bytes: int = 1 << 20) -> Fetch:
     """GET ``<base_url>/<path>`` on pooled keep-alive connections (gzip accepted); a non-200
     answer or a fault is a MirrorError."""
@@ -91,7 +99,7 @@ def verify_checkpoint(
     except note.NoteError as exc:
         raise MirrorError(f"the checkpoint does not verify: {exc}") from exc
     if len(cosigners) < quorum:
-        raise MirrorError(
+        raise NotFinal(
             f"the checkpoint of size {checkpoint.size} has {len(cosigners)} valid cosignatures "
             f"({', '.join(sorted(cosigners)) or 'none'}), fewer than the quorum {quorum}"
         )
@@ -221,8 +229,10 @@ def prove_inclusion(
     """Fetch and check what proves leaf ``index`` in the log's cosigned checkpoint."""
     cp = checkpoint or fetch_checkpoint(fetch, log_vkey, witness_vkeys, quorum)
     size, root = cp.checkpoint.size, cp.checkpoint.root_hash
-    if not 0 <= index < size:
-        raise MirrorError(f"leaf {index} is not in the checkpoint of size {size}")
+    if index < 0:
+        raise MirrorError(f"no leaf {index}")
+    if index >= size:
+        raise NotFinal(f"leaf {index} is not in the checkpoint of size {size}")
     plan = [merkle.range_subtrees(lo, hi) for lo, hi in merkle.inclusion_proof_ranges(index, size)]
     wanted = [(0, index), *(s for subtrees in plan for s in subtrees)]
     tiles = fetch_tiles(fetch, tiles_to_check(wanted, size))
@@ -250,3 +260,34 @@ def _entry(fetch: Fetch, index: int, size: int, leaf_hash: bytes) -> bytes:
     if merkle.leaf_hash(entry) != leaf_hash:
         raise MirrorError(f"entry {index} does not hash to its leaf in the checked tiles")
     return entry
+
+
+# --- consistency -------------------------------------------------------------------------------
+
+
+def prove_consistency(
+    fetch: Fetch, old: VerifiedCheckpoint, new: VerifiedCheckpoint
+) -> list[bytes]:
+    """Check through the log's tiles that ``new`` extends ``old`` (both already verified); the
+    consistency proof. :class:`MirrorFork` when the log signed two histories."""
+    m, n = old.checkpoint.size, new.checkpoint.size
+    old_root, new_root = old.checkpoint.root_hash, new.checkpoint.root_hash
+    if old.checkpoint.origin != new.checkpoint.origin:
+        raise MirrorError(f"not one log: {old.checkpoint.origin!r}, {new.checkpoint.origin!r}")
+    if n < m:
+        raise MirrorFork(f"the log went back from size {m} to size {n}")
+    if m == n or m == 0:
+        if m == n and old_root != new_root:
+            raise MirrorFork(f"two trees of size {n} signed by the log")
+        return []
+    plan = [merkle.range_subtrees(lo, hi) for lo, hi in merkle.consistency_proof_ranges(m, n)]
+    tiles = fetch_tiles(fetch, tiles_to_check([s for subtrees in plan for s in subtrees], n))
+    check_tiles(tiles, n, new_root)
+    proof = [merkle.fold([subtree_hash(s, tiles, n) for s in subtrees]) for subtrees in plan]
+    try:
+        merkle.verify_consistency(m, n, old_root, new_root, proof)
+    except merkle.ProofError as exc:
+        raise MirrorFork(
+            f"the checkpoint of size {n} does not extend the one of size {m} ({exc})"
+        ) from exc
+    return proof

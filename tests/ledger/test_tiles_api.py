@@ -7,7 +7,7 @@ import gzip
 import pytest
 from django.test import Client
 
-from ledger import keys, merkle, mirror, note, proofs, services, tlog_tiles
+from ledger import keys, merkle, mirror, mirror_source, note, proofs, services, tlog_tiles
 from ledger.checkpoint import Checkpoint
 from ledger.models import Leaf, MemberKey
 from tests.ledger.helpers import init_ledger, signed_anchor
@@ -78,8 +78,18 @@ def test_entry_bundles_round_trip():
 class FakeLog:
     """A tiled log served from memory, as a ``mirror.Fetch``."""
 
-    def __init__(self, n: int, witnesses: int = 2):
-        self.entries = [f"entry {i}".encode() for i in range(n)]
+    def __init__(
+        self,
+        n: int,
+        witnesses: int = 2,
+        *,
+        like: FakeLog | None = None,
+        prefix: str = "entry",
+        cosigned_by: int | None = None,
+    ):
+        """``like``: the same log's keys (a later or a forked view of it); ``prefix``: other
+        entries make another history; ``cosigned_by``: how many witnesses cosigned."""
+        self.entries = [f"{prefix} {i}".encode() for i in range(n)]
         self.leaves = [merkle.leaf_hash(e) for e in self.entries]
         self.levels = [self.leaves]  # tile level L: hashes of 256**L leaves
         while len(self.levels[-1]) >= 256:
@@ -90,13 +100,19 @@ class FakeLog:
                     for i in range(0, len(below) // 256 * 256, 256)
                 ]
             )
-        self.log_key = note.generate_key("log.example")
-        self.witness_keys = [note.generate_cosigner_key(f"w{i}.example") for i in range(witnesses)]
+        if like is not None:
+            self.log_key, self.witness_keys = like.log_key, like.witness_keys
+        else:
+            self.log_key = note.generate_key("log.example")
+            self.witness_keys = [
+                note.generate_cosigner_key(f"w{i}.example") for i in range(witnesses)
+            ]
         body = Checkpoint("log.example", n, merkle.root_hash(self.leaves)).body()
         text = note.sign(body, self.log_key[0])
-        self.text = note.add_signatures(
-            text, [note.cosign(body, k[0], 1) for k in self.witness_keys]
-        )
+        signing = self.witness_keys[
+            : len(self.witness_keys) if cosigned_by is None else cosigned_by
+        ]
+        self.text = note.add_signatures(text, [note.cosign(body, k[0], 1) for k in signing])
         self.fetched: list[str] = []
         self.tamper: dict[str, bytes] = {}
 
@@ -243,11 +259,68 @@ def test_the_checkpoint_is_served_cosigned_and_briefly_cacheable(client: Client)
     assert client.post("/tile/0/000").status_code == 405
 
 
+# --- a mirror source: the checkpoint kept consistent from one fetch to the next ------------------
+
+
+class Views:
+    """A log whose server shows one FakeLog view at a time (it grows, or forks)."""
+
+    def __init__(self, log: FakeLog):
+        self.log = log
+        self.now = 0.0
+
+    def __call__(self, path: str) -> bytes:
+        return self.log(path)
+
+    def source(self, quorum: int = 2) -> mirror_source.MirrorSource:
+        return mirror_source.MirrorSource(
+            self,
+            log_vkey=self.log.log_key[1],
+            witness_vkeys=[k[1] for k in self.log.witness_keys],
+            quorum=quorum,
+            ttl_s=5.0,
+            clock=lambda: self.now,
+        )
+
+
+def test_a_mirror_source_follows_a_growing_log_and_catches_a_fork():
+    first = FakeLog(300)
+    server = Views(first)
+    source = server.source()
+    assert source.checkpoint().checkpoint.size == 300
+    server.log = FakeLog(700, like=first)  # grown: the same 300 entries, then more
+    assert source.checkpoint().checkpoint.size == 300  # within the TTL: no new fetch
+    assert source.checkpoint(covering=500).checkpoint.size == 700  # a leaf beyond: fetch now
+    server.log = FakeLog(900, like=first, prefix="forked")  # another history, same keys
+    server.now += 10
+    with pytest.raises(mirror.MirrorFork, match="does not extend"):
+        source.checkpoint()
+    server.log = FakeLog(700, like=first, prefix="forked")  # a split view of the same size
+    with pytest.raises(mirror.MirrorFork, match="two trees of size 700"):
+        source.checkpoint()
+    assert source._latest.checkpoint.size == 700  # still the honest one
+
+
+def test_a_mirror_source_keeps_proving_from_the_last_final_checkpoint():
+    first = FakeLog(300)
+    server = Views(first)
+    source = server.source()
+    source.checkpoint()
+    server.log = FakeLog(400, like=first, cosigned_by=1)  # newer, one cosignature of two
+    server.now += 10
+    # Leaves the last final checkpoint covers are still proven; newer ones wait.
+    assert source.checkpoint(covering=300).checkpoint.size == 300
+    with pytest.raises(mirror.NotFinal, match="fewer than the quorum"):
+        source.checkpoint(covering=350)
+
+
 # --- the mirror against this node over HTTP -------------------------------------------------------
 
 
 @pytest.mark.urls(URLS)
-def test_a_mirror_checks_the_nodes_tiles_and_proves_like_the_node(live_server, transactional_db):
+def test_a_mirror_checks_the_nodes_tiles_and_proves_like_the_node(
+    live_server, transactional_db, settings
+):
     datas = _log_of(300, pending=1)
     fetch = mirror.http_fetcher(live_server.url)
     cosigners = list(
@@ -272,3 +345,21 @@ def test_a_mirror_checks_the_nodes_tiles_and_proves_like_the_node(live_server, t
         mirror.prove_inclusion(
             fetch, 300, log_vkey=keys.operator_verifier_key(), witness_vkeys=cosigners, quorum=2
         )
+    # Claims verification against the mirror: the node configured with the operator's URL and
+    # log key (witness keys: its own members') proves each leaf as its own ledger does.
+    settings.LEDGER_MIRROR_URL = live_server.url
+    settings.LEDGER_MIRROR_LOG_KEY = keys.operator_verifier_key()
+    settings.LEDGER_QUORUM = 2
+    source = mirror_source.mirror_source()
+    assert source is mirror_source.mirror_source()  # one per process and configuration
+    for index in (0, 299):
+        got = mirror_source.mirror_prove_leaf(source, index, leaves[index])
+        assert got.proof == proofs.inclusion(index, 300, sealed_size=300)
+        assert got.statement.member == "stmarys.example"
+        assert got.statement.canonical() == datas[index]
+        assert (got.size, got.root_hash) == (300, checkpoint.checkpoint.root_hash)
+        assert len(got.cosigners) >= 2 and got.contradicted is None
+    with pytest.raises(mirror.MirrorError, match="not the disclosed leaf hash"):
+        mirror_source.mirror_prove_leaf(source, 1, leaves[2])
+    with pytest.raises(mirror.NotFinal):
+        mirror_source.mirror_prove_leaf(source, 300, leaves[300])  # pending: not sealed yet
