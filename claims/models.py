@@ -255,3 +255,5 @@ class ClaimEvent(models.Model):
 
     class Meta:
         ordering = ["claim", "at", "id"]
+        # the dashboard reads a window of history by time
+        indexes = [models.Index(fields=["at"], name="claimevent_at")]

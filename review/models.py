@@ -92,7 +92,10 @@ class Payout(models.Model):
         constraints = [
             models.CheckConstraint(condition=Q(amount__gte=0), name="payout_not_negative"),
         ]
-        indexes = [models.Index(fields=["settled_at", "created_at"], name="payout_unsettled")]
+        indexes = [
+            models.Index(fields=["settled_at", "created_at"], name="payout_unsettled"),
+            models.Index(fields=["created_at"], name="payout_created"),  # payouts per day
+        ]
 
     def __str__(self) -> str:
         return f"{self.reference}: {self.amount} {self.currency} to {self.payee}"
