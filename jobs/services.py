@@ -26,7 +26,7 @@ from django.utils.dateparse import parse_datetime
 
 from claims.models import Claim, ClaimCheck, Provider, ProviderKey
 from claims.states import TRANSITIONS, ClaimStatus, claim_transition, claim_transitions
-from claims.verification import claim_verify
+from claims.verification import claim_verify, claim_verify_many
 from config.errors import Conflict, Unprocessable
 from jobs.models import BatchChunk, BatchJob, BatchResult
 
@@ -260,8 +260,9 @@ def chunk_process(chunk_id: int) -> BatchChunk:
         BatchResult.objects.filter(chunk=chunk).values_list("claim_id", flat=True)
     )  # an earlier attempt of this chunk did these
     todo = _skip_not_reverifiable(job, chunk, [i for i in chunk.ids if i not in handled])
-    for claim_id in todo:
-        claim_reverify_in_job(job=job, chunk=chunk, claim_id=claim_id)
+    size = verify_batch_size()
+    for start in range(0, len(todo), size):
+        _reverify_batch(job, chunk, todo[start : start + size])
     _chunk_done(chunk)
     _finish_if_complete(job.pk)
     chunk.refresh_from_db()
@@ -335,31 +336,87 @@ class _Outcome:
     reason: str = ""
     run: int | None = None
 
+    def row(self, job: BatchJob, chunk: BatchChunk, claim_id: int, at: datetime) -> BatchResult:
+        return BatchResult(
+            job=job,
+            chunk=chunk,
+            claim_id=claim_id,
+            outcome=self.outcome,
+            old_verdict=self.old,
+            new_verdict=self.new,
+            changed=self.outcome in (R.PASSED, R.FAILED) and self.new != self.old,
+            reason=self.reason,
+            run=self.run,
+            at=at,
+        )
+
+
+def verify_batch_size() -> int:
+    return max(1, int(getattr(settings, "JOBS_VERIFY_BATCH", 50)))
+
+
+def _reverify_batch(job: BatchJob, chunk: BatchChunk, ids: list[int]) -> None:
+    """Re-verify ``ids`` together in one transaction (``claim_verify_many``: each table read and
+    written once for all of them), their ``BatchResult`` rows with them. Should the batch raise
+    for anything but the database, each claim goes again on its own, so that one bad claim is
+    one error row and the others are re-verified."""
+    try:
+        with transaction.atomic():
+            _reverify_together(job, chunk, ids)
+    except (OperationalError, InterfaceError):
+        raise  # the database is away: the task retries the chunk
+    except Exception:
+        log.warning("job %s: %d claims failed together; one by one", job.pk, len(ids), exc_info=1)
+        for claim_id in ids:
+            claim_reverify_in_job(job=job, chunk=chunk, claim_id=claim_id)
+
+
+def _reverify_together(job: BatchJob, chunk: BatchChunk, ids: list[int]) -> None:
+    locked = Claim.objects.select_for_update(of=("self",)).filter(pk__in=ids).order_by("pk")
+    claims = list(locked)  # in id order: two deliveries of a chunk queue up, never deadlock
+    # Read after the locks: a row another delivery committed while we waited is seen here.
+    done = set(
+        BatchResult.objects.filter(job=job, claim_id__in=ids).values_list("claim_id", flat=True)
+    )
+    now = timezone.now()
+    rows: list[BatchResult] = []
+    started: list[tuple[Claim, str, int]] = []
+    for claim in claims:
+        if claim.pk in done:
+            continue
+        old = claim.verdict or claim.status
+        if claim.status not in REVERIFIABLE:
+            why = f"not re-verified: the claim is {claim.status}"
+            rows.append(_Outcome(R.SKIPPED, old, old, why).row(job, chunk, claim.pk, now))
+            continue
+        started.append((claim, old, _start_run(job, claim)))
+    if started:
+        after = {c.pk: c for c in claim_verify_many(claim_ids=[c.pk for c, _, _ in started])}
+        missing = [c.pk for c, _, _ in started if c.pk not in after]
+        if missing:  # we hold their locks: verification cannot have skipped them
+            raise RuntimeError(f"claims {missing} were not verified in the batch")
+        reasons = _reasons([(after[c.pk], run) for c, _, run in started])
+        for claim, old, run in started:
+            verified = after[claim.pk]
+            outcome = _conclusion(job, verified, old, run, reasons.get(claim.pk))
+            rows.append(outcome.row(job, chunk, claim.pk, now))
+    BatchResult.objects.bulk_create(rows)
+
 
 def claim_reverify_in_job(*, job: BatchJob, chunk: BatchChunk, claim_id: int) -> None:
-    """One claim: a new verification run, compared with the verdict before, recorded with its
-    ``BatchResult`` in one transaction. A claim whose verdict changed goes to the adjusters."""
+    """One claim on its own: a new verification run, compared with the verdict before, recorded
+    with its ``BatchResult`` in one transaction."""
     try:
         with transaction.atomic():
             try:
                 claim = Claim.objects.select_for_update().get(pk=claim_id)
             except Claim.DoesNotExist:
                 return  # counted as skipped when the chunk is done
+            # A new statement after the lock (not an EXISTS in the locking one, whose snapshot
+            # predates the wait): another delivery's row committed meanwhile is seen.
             if BatchResult.objects.filter(job=job, claim_id=claim_id).exists():
-                return  # another delivery of this chunk did it while we waited for the lock
-            result = _reverify(job, claim)
-            BatchResult.objects.create(
-                job=job,
-                chunk=chunk,
-                claim_id=claim_id,
-                outcome=result.outcome,
-                old_verdict=result.old,
-                new_verdict=result.new,
-                changed=result.outcome in (R.PASSED, R.FAILED) and result.new != result.old,
-                reason=result.reason,
-                run=result.run,
-                at=timezone.now(),
-            )
+                return
+            _reverify(job, claim).row(job, chunk, claim_id, timezone.now()).save()
     except (OperationalError, InterfaceError):
         raise  # the database is away: the task retries the chunk
     except Exception as exc:  # one bad claim does not stop the job: it is counted as an error
@@ -381,24 +438,82 @@ def _reverify(job: BatchJob, claim: Claim) -> _Outcome:
     old = claim.verdict or claim.status
     if claim.status not in REVERIFIABLE:
         return _Outcome(R.SKIPPED, old, old, f"not re-verified: the claim is {claim.status}")
+    run = _start_run(job, claim)
+    claim = claim_verify(claim_id=claim.pk)
+    return _conclusion(job, claim, old, run, None)
+
+
+def _start_run(job: BatchJob, claim: Claim) -> int:
+    """``-> verifying`` with the next run number, in one UPDATE (as ``claim_reverify`` does)."""
     run = claim.verification_runs + 1
-    claim_transitions(  # what claims.verification.claim_reverify does, in one UPDATE
+    claim_transitions(
         claim=claim,
         steps=[(S.VERIFYING, f"batch job {job.pk}: re-verification (run {run})", None)],
         fields={"verification_runs": run, "waiting_since": None},
     )
-    claim = claim_verify(claim_id=claim.pk)
+    return run
+
+
+def _conclusion(job: BatchJob, claim: Claim, old: str, run: int, why: str | None) -> _Outcome:
+    """Compare the new verdict with the old one; a changed verdict goes to the adjusters."""
     if claim.status == S.VERIFYING:  # waiting for a final checkpoint: the usual task takes over
         transaction.on_commit(lambda: _enqueue_verify(claim.pk))
         return _Outcome(R.WAITING, old, "", "waiting for a final checkpoint", run)
     new = claim.verdict
     outcome = R.FAILED if new == S.REJECTED else R.PASSED
-    reason = _why(claim, run)
-    if new != old:
-        reason = f"verdict changed from {old} to {new}: {reason}"
-        if claim.status != S.NEEDS_REVIEW and S.NEEDS_REVIEW in TRANSITIONS[claim.status]:
-            claim_transition(claim=claim, to=S.NEEDS_REVIEW, reason=f"batch job {job.pk}: {reason}")
+    reason = why or _why(claim, run)
+    if new == old:
+        return _Outcome(outcome, old, new, reason, run)
+    reason = f"verdict changed from {old} to {new}: {reason}"
+    if claim.status == S.REJECTED and old in PASSING:
+        reason += _back_to_adjusters(job, claim, reason)
+    elif claim.status != S.NEEDS_REVIEW and S.NEEDS_REVIEW in TRANSITIONS[claim.status]:
+        claim_transition(claim=claim, to=S.NEEDS_REVIEW, reason=f"batch job {job.pk}: {reason}")
     return _Outcome(outcome, old, new, reason, run)
+
+
+PASSING = frozenset({S.VERIFIED, S.NEEDS_REVIEW})
+
+
+def _back_to_adjusters(job: BatchJob, claim: Claim, reason: str) -> str:
+    """A claim that passed before and fails now is not rejected behind the adjusters' backs: it
+    goes back to their queue (``needs_review``, verdict ``rejected``) with the reason.
+
+    The state table has no ``rejected -> needs_review`` today; it allows ``rejected ->
+    verifying -> needs_review``, taken here in one UPDATE. Leaving ``rejected`` the claim bills
+    its procedures again (its anchors live): if another claim bills one of them by now, it stays
+    rejected. Returns what to add to the reason."""
+    from claims.models import BilledAnchor
+
+    why = f"batch job {job.pk}: {reason}; back to the adjusters"
+    try:
+        with transaction.atomic():
+            claim_transitions(
+                claim=claim, steps=[(S.VERIFYING, why, None), (S.NEEDS_REVIEW, why, None)]
+            )
+            BilledAnchor.objects.filter(claim_id=claim.pk).update(live=True)
+    except IntegrityError:  # the partial unique index: another live claim bills an anchor
+        claim.refresh_from_db(fields=["status", "updated_at"])
+        return "; stays rejected: another claim bills its procedures now"
+    return "; back to the adjusters (needs review)"
+
+
+def _reasons(pairs: list[tuple[Claim, int]]) -> dict[int, str]:
+    """``_why`` for many claims in one query (none for the ones verified: every check passed)."""
+    where = Q()
+    for claim, run in pairs:
+        if claim.status != S.VERIFYING and claim.verdict != S.VERIFIED:
+            where |= Q(claim_id=claim.pk, run=run)
+    if not where:
+        return {}
+    rows = ClaimCheck.objects.filter(where, outcome__in=["fail", "warn"])
+    first: dict[int, tuple] = {}
+    for claim_id, outcome, sentence, pk in rows.values_list(
+        "claim_id", "outcome", "sentence", "id"
+    ):
+        if claim_id not in first or (outcome, pk) < first[claim_id][:2]:
+            first[claim_id] = (outcome, pk, sentence)
+    return {claim_id: sentence for claim_id, (_, _, sentence) in first.items()}
 
 
 def _why(claim: Claim, run: int) -> str:

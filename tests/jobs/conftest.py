@@ -164,8 +164,12 @@ class Workers:
         self.started: list[Worker] = []
 
     def start(self) -> Worker:
-        """A new worker process (with the test's JOBS_CHUNK_SIZE as it is now)."""
-        env = {**self.env, "JOBS_CHUNK_SIZE": str(self.settings.JOBS_CHUNK_SIZE)}
+        """A new worker process (with the test's JOBS_CHUNK_SIZE and JOBS_VERIFY_BATCH now)."""
+        env = {
+            **self.env,
+            "JOBS_CHUNK_SIZE": str(self.settings.JOBS_CHUNK_SIZE),
+            "JOBS_VERIFY_BATCH": str(getattr(self.settings, "JOBS_VERIFY_BATCH", 50)),
+        }
         worker = Worker(env, self.var / f"worker-{len(self.started)}.log").start()
         self.started.append(worker)
         return worker

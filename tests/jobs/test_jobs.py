@@ -77,26 +77,26 @@ class WorkerKilled(BaseException):
 
 
 def test_a_chunk_cut_short_is_rerun_without_counting_or_reverifying_twice(settings, monkeypatch):
-    settings.JOBS_CHUNK_SIZE = 4
+    settings.JOBS_CHUNK_SIZE, settings.JOBS_VERIFY_BATCH = 4, 2
     kit = make_provider()
     verified_claims(kit, 4)
     job = jobs.job_start({"provider": kit.provider.pk})
     [chunk_id] = planned(job)
-    real = jobs._reverify
+    real = jobs.claim_verify_many
     calls = []
 
-    def dies_on_the_third(job, claim):
-        calls.append(claim.pk)
-        if len(calls) == 3:
+    def dies_in_the_second_batch(**kwargs):
+        calls.append(kwargs)
+        if len(calls) == 2:
             raise WorkerKilled
-        return real(job, claim)
+        return real(**kwargs)
 
-    monkeypatch.setattr(jobs, "_reverify", dies_on_the_third)
+    monkeypatch.setattr(jobs, "claim_verify_many", dies_in_the_second_batch)
     with pytest.raises(WorkerKilled):
         jobs.chunk_process(chunk_id)
-    assert BatchResult.objects.filter(job=job).count() == 2
+    assert BatchResult.objects.filter(job=job).count() == 2  # the first batch, committed
     assert BatchChunk.objects.get(pk=chunk_id).status == BatchChunk.Status.PENDING
-    monkeypatch.setattr(jobs, "_reverify", real)
+    monkeypatch.setattr(jobs, "claim_verify_many", real)
     jobs.chunk_process(chunk_id)  # the redelivery
     jobs.chunk_process(chunk_id)  # and one more
     job.refresh_from_db()
@@ -104,6 +104,38 @@ def test_a_chunk_cut_short_is_rerun_without_counting_or_reverifying_twice(settin
     assert BatchChunk.objects.get(pk=chunk_id).attempts == 2
     runs = Claim.objects.filter(provider=kit.provider).values_list("verification_runs", flat=True)
     assert sorted(runs) == [2, 2, 2, 2]
+
+
+def test_a_claim_that_breaks_its_batch_is_one_error_and_the_others_are_reverified(
+    settings, monkeypatch
+):
+    settings.JOBS_VERIFY_BATCH = 10
+    kit = make_provider()
+    claims = verified_claims(kit, 3)
+    bad = claims[1].pk
+    real_one = jobs.claim_verify
+
+    def the_batch_breaks(**kwargs):
+        raise ValueError("an unreadable claim")
+
+    def one(*, claim_id):
+        if claim_id == bad:
+            raise ValueError("an unreadable claim")
+        return real_one(claim_id=claim_id)
+
+    monkeypatch.setattr(jobs, "claim_verify_many", the_batch_breaks)
+    monkeypatch.setattr(jobs, "claim_verify", one)
+    job = jobs.job_start({"all": True})
+    for chunk_id in planned(job):
+        jobs.chunk_process(chunk_id)
+    job.refresh_from_db()
+    assert (job.status, job.done, job.passed, job.errors) == (BatchJob.Status.DONE, 3, 2, 1)
+    error = BatchResult.objects.get(job=job, outcome=BatchResult.Outcome.ERROR)
+    assert error.claim_id == bad and "an unreadable claim" in error.reason
+    # the failed batch left nothing behind: the bad claim is as it was, the others have run 2
+    runs = dict(Claim.objects.filter(provider=kit.provider).values_list("pk", "verification_runs"))
+    assert runs == {c.pk: (1 if c.pk == bad else 2) for c in claims}
+    assert Claim.objects.get(pk=bad).status == S.VERIFIED
 
 
 def test_a_changed_verdict_is_counted_and_exported(settings):
@@ -119,9 +151,12 @@ def test_a_changed_verdict_is_counted_and_exported(settings):
     job.refresh_from_db()
     assert (job.total, job.done, job.passed, job.failed, job.changed) == (3, 3, 0, 3, 3)
     assert Claim.objects.get(pk=untouched.pk).verification_runs == 1  # another key: not in scope
-    for claim in claims:
+    for claim in claims:  # not rejected behind the adjusters' backs: back in their queue
         claim.refresh_from_db()
-        assert (claim.status, claim.verdict) == (S.REJECTED, S.REJECTED)
+        assert (claim.status, claim.verdict) == (S.NEEDS_REVIEW, S.REJECTED)
+        last = claim.events.order_by("-id").first()
+        assert f"batch job {job.pk}" in last.reason and "revoked" in last.reason
+        assert claim.billed_anchors.get().live  # it bills its procedure again
 
     out = io.StringIO()
     call_command("verify_claims", "--export", str(job.pk), stdout=out)
@@ -129,6 +164,8 @@ def test_a_changed_verdict_is_counted_and_exported(settings):
     assert {r["claim"] for r in rows} == {str(c.public_id) for c in claims}
     assert {(r["old_verdict"], r["new_verdict"]) for r in rows} == {("verified", "rejected")}
     assert all("revoked" in r["reason"] and "laptop stolen" in r["reason"] for r in rows)
+    assert {r["status"] for r in rows} == {S.NEEDS_REVIEW}
+    assert all("back to the adjusters" in r["reason"] for r in rows)
 
 
 def test_a_verdict_that_improves_goes_back_to_the_adjusters():

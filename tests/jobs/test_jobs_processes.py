@@ -81,7 +81,7 @@ def assert_each_claim_counted_once(job: BatchJob, ids: list[int]) -> None:
 def test_a_worker_killed_mid_chunk_is_replaced_and_no_claim_is_skipped_or_counted_twice(
     workers, settings
 ):
-    settings.JOBS_CHUNK_SIZE = size = 10
+    settings.JOBS_CHUNK_SIZE, settings.JOBS_VERIFY_BATCH = size, _ = 10, 2  # 5 commits a chunk
     ids = verified_claims(40)
     job = jobs.job_start({"all": True}, reason="SIGKILL test")
     first = workers.start()

@@ -82,7 +82,7 @@ def test_a_revoked_key_job_run_by_the_worker_counts_changes(celery_worker):
     _wait_for(lambda: BatchJob.objects.get(pk=job.pk).status == BatchJob.Status.DONE)
     job.refresh_from_db()
     assert (job.total, job.failed, job.changed) == (3, 3, 3)
-    assert set(Claim.objects.values_list("status", flat=True)) == {S.REJECTED}
+    assert set(Claim.objects.values_list("status", "verdict")) == {(S.NEEDS_REVIEW, S.REJECTED)}
 
 
 def test_revoking_a_key_starts_a_job_for_what_it_signed(celery_worker):
