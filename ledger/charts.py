@@ -17,8 +17,8 @@ from ledger import merkle
 
 # --- tree size over time -----------------------------------------------------------------------
 
-_W, _H = 720, 260
-_LEFT, _RIGHT, _TOP, _BOTTOM = 72, 24, 16, 48
+WIDTH, HEIGHT = 720, 260
+LEFT, RIGHT, TOP, BOTTOM = 72, 24, 16, 48
 
 
 def _fmt_time(t: datetime) -> str:
@@ -34,7 +34,7 @@ def _fmt_tick(t: datetime, span_s: float) -> str:
     return t.strftime("%Y-%m-%d")
 
 
-def _nice_ceiling(n: int) -> int:
+def nice_ceiling(n: int) -> int:
     """The smallest of 1, 2, 5 times a power of ten that is at least ``n`` (n >= 1)."""
     step = 1
     while True:
@@ -51,21 +51,21 @@ def size_chart_svg(points: Sequence[tuple[datetime, int]], *, title: str = "Tree
     """
     label = escape(title)
     head = (
-        f'<svg class="chart" viewBox="0 0 {_W} {_H}" role="img" '
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-labelledby="size-chart-title" xmlns="http://www.w3.org/2000/svg">'
         f'<title id="size-chart-title">{label}</title>'
     )
     if not points:
         return (
-            f'{head}<text x="{_W / 2}" y="{_H / 2}" text-anchor="middle" class="muted">'
+            f'{head}<text x="{WIDTH / 2}" y="{HEIGHT / 2}" text-anchor="middle" class="muted">'
             "No checkpoints yet</text></svg>"
         )
     points = [(t.astimezone(UTC) if t.tzinfo else t, size) for t, size in points]
-    x0, x1 = _LEFT, _W - _RIGHT
-    y0, y1 = _H - _BOTTOM, _TOP  # y grows downwards: size 0 sits on the x axis
+    x0, x1 = LEFT, WIDTH - RIGHT
+    y0, y1 = HEIGHT - BOTTOM, TOP  # y grows downwards: size 0 sits on the x axis
     t_first, t_last = points[0][0], points[-1][0]
     span_s = (t_last - t_first).total_seconds()
-    y_max = _nice_ceiling(max(1, max(size for _, size in points)))
+    y_max = nice_ceiling(max(1, max(size for _, size in points)))
 
     def x(t: datetime) -> float:
         if span_s <= 0:
@@ -96,7 +96,7 @@ def size_chart_svg(points: Sequence[tuple[datetime, int]], *, title: str = "Tree
     day = t_first.strftime("%Y-%m-%d")
     when = f"time (UTC) on {day}" if day == t_last.strftime("%Y-%m-%d") else "time (UTC)"
     parts.append(
-        f'<text class="axis-label" x="{(x0 + x1) / 2}" y="{_H - 6}" text-anchor="middle">'
+        f'<text class="axis-label" x="{(x0 + x1) / 2}" y="{HEIGHT - 6}" text-anchor="middle">'
         f"{escape(when)}</text>"
     )
     parts.append(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 from html import escape
 
-from ledger.charts import _BOTTOM, _H, _LEFT, _RIGHT, _TOP, _W, _nice_ceiling
+from ledger.charts import BOTTOM, HEIGHT, LEFT, RIGHT, TOP, WIDTH, nice_ceiling
 
 Fmt = Callable[[float], str]
 
@@ -75,9 +75,9 @@ def nice_max(v: float) -> float:
     if v <= 0:
         return 1
     if v >= 1:
-        return _nice_ceiling(math.ceil(v))
+        return nice_ceiling(math.ceil(v))
     scale = 10 ** math.ceil(-math.log10(v))
-    return _nice_ceiling(math.ceil(v * scale)) / scale
+    return nice_ceiling(math.ceil(v * scale)) / scale
 
 
 def _ticks(y_max: float, *, whole: bool) -> list[float]:
@@ -95,10 +95,10 @@ def _day_label(d: date) -> str:
     return d.strftime("%b %d").replace(" 0", " ")
 
 
-def _head(chart_id: str, title: str, desc: str, height: int = _H) -> str:
+def _head(chart_id: str, title: str, desc: str, height: int = HEIGHT) -> str:
     cid = escape(chart_id)
     return (
-        f'<svg class="chart" viewBox="0 0 {_W} {height}" role="img" '
+        f'<svg class="chart" viewBox="0 0 {WIDTH} {height}" role="img" '
         f'aria-labelledby="{cid}-title" aria-describedby="{cid}-desc" '
         f'xmlns="http://www.w3.org/2000/svg" '
         f'data-chart="{cid}">'
@@ -107,9 +107,9 @@ def _head(chart_id: str, title: str, desc: str, height: int = _H) -> str:
     )
 
 
-def _empty(head: str, message: str, height: int = _H) -> str:
+def _empty(head: str, message: str, height: int = HEIGHT) -> str:
     return (
-        f'{head}<text class="muted empty" x="{_W / 2}" y="{height / 2}" text-anchor="middle">'
+        f'{head}<text class="muted empty" x="{WIDTH / 2}" y="{height / 2}" text-anchor="middle">'
         f"{escape(message)}</text></svg>"
     )
 
@@ -117,8 +117,8 @@ def _empty(head: str, message: str, height: int = _H) -> str:
 class _DayFrame:
     """Axes for values per day: one slot per day along x, 0..y_max up y."""
 
-    x0, x1 = _LEFT, _W - _RIGHT
-    y0, y1 = _H - _BOTTOM, _TOP  # y grows downwards: 0 sits on the x axis
+    x0, x1 = LEFT, WIDTH - RIGHT
+    y0, y1 = HEIGHT - BOTTOM, TOP  # y grows downwards: 0 sits on the x axis
 
     def __init__(self, dates: Sequence[date], y_max: float):
         self.dates, self.y_max = list(dates), y_max
@@ -154,7 +154,7 @@ class _DayFrame:
             )
         mid = (self.y0 + self.y1) / 2
         parts.append(
-            f'<text class="axis-label" x="{(self.x0 + self.x1) / 2}" y="{_H - 6}" '
+            f'<text class="axis-label" x="{(self.x0 + self.x1) / 2}" y="{HEIGHT - 6}" '
             f'text-anchor="middle">day (UTC)</text>'
             f'<text class="axis-label" x="14" y="{mid}" text-anchor="middle" '
             f'transform="rotate(-90 14 {mid})">{escape(y_label)}</text>'
@@ -269,7 +269,7 @@ def hbars_svg(
         return _empty(_head(chart_id, title, desc, 120), empty, 120)
     height = 12 + len(rows) * _ROW
     parts = [_head(chart_id, title, desc, height)]
-    x0, x1 = 16, _W - 80
+    x0, x1 = 16, WIDTH - 80
     v_max = max(v for _, v in rows)
     for i, (label, v) in enumerate(rows):
         top = 8 + i * _ROW
