@@ -123,3 +123,35 @@ def test_the_nodes_own_witness_keys_are_loaded_from_environment(monkeypatch):
     assert keys.local_witness_signer_key("env-witness.example") == signer
     assert keys.local_witness_signer_key("absent.example") is None
     assert settings.LEDGER_KEYS_DIR.name == "keys"
+
+
+def test_another_process_moving_the_witness_is_seen_before_any_answer(log_key, witness_key):
+    """This process remembers each log's state as a hint; another worker process of the same
+    witness (here: the row moved behind its back) may have moved it. The witness still cosigns
+    only extensions of what the database holds, and refuses only on what the database holds."""
+    leaves = _tree(12)
+    _add(log_key, witness_key, 0, [], _checkpoint(log_key, leaves[:4]))  # remembered: size 4
+    # Another worker cosigns 8 (the row moves; this process does not see it happen).
+    WitnessState.objects.filter(witness="witness.example").update(
+        size=8, root_hash=merkle.root_hash(leaves[:8]), note=_checkpoint(log_key, leaves[:8])
+    )
+    # Consistent with the remembered 4, not with the stored 8: refused with the stored size.
+    with pytest.raises(witness.SizeConflict) as stale:
+        _add(
+            log_key,
+            witness_key,
+            4,
+            merkle.consistency_proof(4, leaves[:10]),
+            _checkpoint(log_key, leaves[:10]),
+        )
+    assert stale.value.size == 8
+    # Consistent with the stored 8 (which this process had not seen): cosigned.
+    _add(log_key, witness_key, 8, merkle.consistency_proof(8, leaves), _checkpoint(log_key, leaves))
+    assert WitnessState.objects.get().size == 12
+    # The database forgets (a restore, another test): the next request is judged on the row.
+    WitnessState.objects.all().delete()
+    with pytest.raises(witness.SizeConflict) as gone:
+        _add(log_key, witness_key, 12, [], _checkpoint(log_key, leaves))
+    assert gone.value.size == 0
+    _add(log_key, witness_key, 0, [], _checkpoint(log_key, leaves[:3]))
+    assert WitnessState.objects.get().size == 3

@@ -12,9 +12,9 @@ from collections.abc import Iterator
 import pytest
 from django.test import Client
 
-from ledger import keys, merkle, note, services, tlog_witness, witness, witness_client
+from ledger import keys, merkle, mirror_http, note, services, tlog_witness, witness, witness_client
 from ledger.checkpoint import Checkpoint
-from ledger.models import Member, WitnessState
+from ledger.models import Member, MemberKey, WitnessState
 from tests.ledger.helpers import init_ledger, signed_anchor
 
 URLS = "tests.consortium.urls"
@@ -288,6 +288,33 @@ def slow_server() -> Iterator[str]:
         server.server_close()
 
 
+class _GarbledHandler(http.server.BaseHTTPRequestHandler):
+    """Answers at once, 200, with something that is no cosignature line."""
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = b"<html>a captive portal</html>"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def garbled_server() -> Iterator[str]:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _GarbledHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _closed_port() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -295,7 +322,9 @@ def _closed_port() -> str:
 
 
 @pytest.mark.django_db
-def test_slow_and_dead_witnesses_never_hold_up_the_others(settings, slow_server):
+def test_slow_dead_and_garbled_witnesses_never_hold_up_the_others(
+    settings, slow_server, garbled_server
+):
     settings.LEDGER_QUORUM = 1
     settings.LEDGER_WITNESS_TIMEOUT_S = 0.3
     settings.LEDGER_WITNESS_RETRIES = 1
@@ -303,6 +332,14 @@ def test_slow_and_dead_witnesses_never_hold_up_the_others(settings, slow_server)
     init_ledger()
     Member.objects.filter(name="northlab.example").update(witness_url=slow_server)
     Member.objects.filter(name="stmarys.example").update(witness_url=_closed_port())
+    garbled = Member.objects.create(name="garbled.example", witness_url=garbled_server)
+    verifier = note.generate_cosigner_key("garbled.example")[1]
+    MemberKey.objects.create(
+        member=garbled,
+        purpose=MemberKey.Purpose.COSIGN,
+        verifier_key=verifier,
+        key_id=f"{note.parse_verifier_key(verifier).key_id:08x}",
+    )
     services.anchor_append_many(datas=[signed_anchor(i) for i in range(4)])
     cp = services.ledger_seal()
     started = time.monotonic()
@@ -311,7 +348,60 @@ def test_slow_and_dead_witnesses_never_hold_up_the_others(settings, slow_server)
     assert outcomes["acme-insurance.example"] == "cosigned"
     assert outcomes["northlab.example"].startswith("refused: ")
     assert "2 attempts" in outcomes["stmarys.example"]
+    assert "malformed answer" in outcomes["garbled.example"]
+    assert "2 attempts" in outcomes["garbled.example"]
     assert services.checkpoint_is_final(cp)
     # Each witness is given 2 x 0.3 s plus backoff; a client that waited for the slow one would
     # take 30 s or more. The margin is wide on purpose: this is not a speed test.
     assert elapsed < 10
+
+
+# --- keep-alive: one connection per witness -------------------------------------------------------
+
+
+class _KeepAliveHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    connections: list[socket.socket] = []
+
+    def setup(self):
+        super().setup()
+        self.connections.append(self.connection)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = "\u2014 w.example AAAAAQ==\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_operator_keeps_one_connection_per_witness_and_survives_an_idle_close():
+    _KeepAliveHandler.connections = []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeepAliveHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        for _ in range(5):
+            lines = witness_client.request_cosignatures(
+                url, old_size=0, proof=[], note_text="log\n0\nx\n", timeout=5, retries=0, backoff=0
+            )
+            assert lines == ["\u2014 w.example AAAAAQ==\n"]
+        assert len(_KeepAliveHandler.connections) == 1  # five requests, one connection
+        # The witness closes the idle connection (its keep-alive timeout): the next request
+        # is sent again on a new connection, not reported as a fault.
+        _KeepAliveHandler.connections[0].shutdown(socket.SHUT_RDWR)
+        lines = witness_client.request_cosignatures(
+            url, old_size=0, proof=[], note_text="log\n0\nx\n", timeout=5, retries=0, backoff=0
+        )
+        assert lines == ["\u2014 w.example AAAAAQ==\n"]
+        assert len(_KeepAliveHandler.connections) == 2
+    finally:
+        server.shutdown()
+        server.server_close()
+        mirror_http.POOL.close()
