@@ -41,7 +41,7 @@ def test_an_operator_runs_a_job_live_and_pays_approved_claims(
     settings.JOBS_CHUNK_SIZE = 2
     settings.PAYMENTS_CHUNK_SIZE = 2
     role_groups()
-    claims = approved_by_the_worker(4)
+    claims = approved_by_the_worker(6, left_verified=2)[:4]
     operator = user_with(Role.OPERATOR)
     base = live_server.url
     _log_in(page, base, operator.username, "/jobs/")
@@ -56,9 +56,11 @@ def test_an_operator_runs_a_job_live_and_pays_approved_claims(
     expect(page.get_by_test_id("percent")).to_have_text("100.0%", timeout=LONG_MS)
     expect(page.get_by_test_id("status")).to_have_text("DONE")
     expect(page.get_by_test_id("bar")).to_have_attribute("aria-valuenow", "100.0")
-    expect(page.get_by_test_id("done")).to_have_text("4")
+    expect(page.get_by_test_id("done")).to_have_text("6")
     expect(page.get_by_test_id("eta")).to_have_text("0:00:00")
-    # approved claims are not re-verified: they are counted as skipped, none failed or changed
+    # the 2 verified claims pass again; the 4 approved ones are not re-verified (skipped)
+    expect(page.get_by_test_id("passed")).to_have_text("2")
+    expect(page.get_by_test_id("skipped")).to_have_text("4")
     expect(page.get_by_test_id("failed")).to_have_text("0")
     expect(page.get_by_test_id("changed")).to_have_text("0")
     expect(page.get_by_test_id("live")).to_have_attribute("data-running", "no")
@@ -88,6 +90,7 @@ def test_an_operator_runs_a_job_live_and_pays_approved_claims(
     expect(rows).to_have_count(2)
     expect(rows.nth(0)).to_contain_text(re.compile(f"Payment run {run.pk}.*SETTLED", re.S))
     expect(rows.nth(1)).to_contain_text(re.compile(f"Verification job {job.pk}.*DONE", re.S))
+    page.screenshot(path=artifacts / "jobs-index.png", full_page=True)
 
 
 def test_an_auditor_sees_the_jobs_page_without_start_buttons(page: Page, live_server) -> None:
