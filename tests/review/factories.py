@@ -23,7 +23,8 @@ def user_with(*roles: Role, username: str | None = None):
         username or f"user-{next(_numbers)}", password=PASSWORD
     )
     for role in roles:
-        user.groups.add(Group.objects.get(name=role.value))
+        # get_or_create: live-server and threaded tests flush every table, groups included
+        user.groups.add(Group.objects.get_or_create(name=role.value)[0])
     return user
 
 
