@@ -12,10 +12,10 @@ from django.test import Client
 
 from jobs import services as jobs
 from jobs.models import BatchJob
+from ledger import services as ledger
 from payments.models import PaymentRun
 from review.roles import Role
-from tests.claims.factories import make_provider
-from tests.jobs.test_jobs import verified_claims
+from tests.claims.factories import anchor_procedure, claim_for, make_provider, procedure, verified
 from tests.review.factories import user_with
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -25,6 +25,15 @@ def client_for(*roles: Role, **kwargs) -> Client:
     client = Client(**kwargs)
     client.force_login(user_with(*roles))
     return client
+
+
+def verified_claims(kit, n: int) -> list:
+    """``n`` claims by ``kit``, each billing its own Procedure (one seal for all), verified."""
+    anchored = [
+        anchor_procedure(procedure(), kit.provider.member.name, seal=False) for _ in range(n)
+    ]
+    ledger.ledger_seal_and_cosign()
+    return [verified(claim_for(kit, [a])[0]) for a in anchored]
 
 
 def run_inline(job: BatchJob) -> BatchJob:
