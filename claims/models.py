@@ -129,6 +129,9 @@ class Claim(models.Model):
             models.Index(fields=["created_at", "id"], name="claim_queue_created"),
             models.Index(fields=["status", "created_at", "id"], name="claim_queue_status"),
             models.Index(fields=["provider", "created_at", "id"], name="claim_queue_provider"),
+            models.Index(
+                fields=["provider", "status", "created_at", "id"], name="claim_queue_prov_status"
+            ),
             models.Index(fields=["total", "id"], name="claim_queue_total"),
             models.Index(
                 fields=["provider_reference"],

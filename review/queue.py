@@ -20,7 +20,7 @@ from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet
+from django.db.models import Exists, F, OuterRef, Q, QuerySet, Value
 
 from claims.checks.ledger import PREFIX as PROCEDURE_PREFIX
 from claims.models import Claim, ClaimCheck, Provider
@@ -34,6 +34,7 @@ MAX_ID = 2**63 - 1
 MAX_AMOUNT = Decimal("999999999999.99")  # Claim.total has 14 digits, 2 of them decimals
 MAX_SEARCH = 100
 LIVE_MAX_IDS = 200
+FEW_FAILURES = 5_000  # below this many failures of a check, the queue starts from them
 # Statuses a claim leaves by itself (the verification worker moves it): the page polls them.
 TRANSITIONAL = frozenset({S.RECEIVED, S.VERIFYING})
 
@@ -280,6 +281,19 @@ def failed_check_exists(name: str) -> Exists:
     return Exists(checks)
 
 
+def failures_are_few(name: str) -> bool:
+    """Fewer than ``FEW_FAILURES`` recorded failures of this check (any run): an index-only
+    count on the partial index of failures. Then the queue starts from the failures and sorts
+    them, instead of walking claims in order and probing each one (which, for a rare failure,
+    would probe most of the table before finding a page)."""
+    checks = ClaimCheck.objects.filter(outcome=ClaimCheck.Outcome.FAIL)
+    if name == "procedure":
+        checks = checks.filter(name__startswith=PROCEDURE_PREFIX)
+    else:
+        checks = checks.filter(name=name)
+    return checks.values("claim_id")[:FEW_FAILURES].count() < FEW_FAILURES
+
+
 def queue_filtered(query: QueueQuery, *, with_status: bool = True) -> QuerySet[Claim]:
     """The claims matching every filter of ``query`` (its status too unless ``with_status`` is
     false), unordered."""
@@ -339,13 +353,16 @@ def _walk(
     limit: int,
     *,
     back: bool = False,
+    sort_matches: bool = False,
 ) -> list[Claim]:
     """Up to ``limit`` claims of ``qs`` strictly after ``boundary`` (a dict of ``key`` and
     ``id``; None: from the start) in the queue's (``key``, id) order with NULL keys last; with
     ``back``, the claims just before it, nearest first.
 
     Each segment (non-NULL keys, then NULL keys) is one ordered index range: (key <= v AND
-    (key < v OR id < b)) lets PostgreSQL start its index scan at the boundary."""
+    (key < v OR id < b)) lets PostgreSQL start its index scan at the boundary. With
+    ``sort_matches`` the order is on expressions no index provides: PostgreSQL then finds the
+    (few) matches first and sorts them (see :func:`failures_are_few`)."""
     segments = ["value", "null"] if key in NULLABLE_KEYS else ["value"]
     if back:
         segments.reverse()
@@ -354,7 +371,11 @@ def _walk(
     out: list[Claim] = []
     started = boundary is None
     lt, lte = ("lt", "lte") if descending else ("gt", "gte")
-    order = [F(key).desc(), F("id").desc()] if descending else [F(key).asc(), F("id").asc()]
+    first, second = F(key), F("id")
+    if sort_matches:
+        first = first + (timedelta(0) if key == "created_at" else Value(Decimal(0)))
+        second = second + Value(0)
+    order = [first.desc(), second.desc()] if descending else [first.asc(), second.asc()]
     for segment in segments:
         if not started and segment != at:
             continue
@@ -407,15 +428,16 @@ def queue_page(query: QueueQuery, *, size: int = PAGE_SIZE) -> QueuePage:
     """One keyset page of the queue. Raises :class:`StaleCursor` when the cursor names no claim."""
     key, descending, _ = SORTS[query.sort]
     qs = queue_filtered(query)
+    few = bool(query.failed_check) and failures_are_few(query.failed_check)
     if query.before is not None:
         boundary = _boundary(query.before, key)
-        back = _walk(qs, key, descending, boundary, size + 1, back=True)
+        back = _walk(qs, key, descending, boundary, size + 1, back=True, sort_matches=few)
         if len(back) <= size:  # we are back at the start: show a full first page
             return queue_page(replace(query, before=None), size=size)
         claims = list(reversed(back[:size]))
         return QueuePage(queue_rows(claims), claims[-1].pk, claims[0].pk)
     boundary = _boundary(query.after, key) if query.after is not None else None
-    claims = _walk(qs, key, descending, boundary, size + 1)
+    claims = _walk(qs, key, descending, boundary, size + 1, sort_matches=few)
     more = len(claims) > size
     claims = claims[:size]
     return QueuePage(
@@ -436,6 +458,8 @@ def status_counts(query: QueueQuery, *, cap: int = COUNT_CAP) -> dict[str, int |
     status (``cap`` means "at least"); the key "" is every status together. One statement of
     capped index scans, under ``COUNT_TIMEOUT_MS``: past it every count is None (unknown)."""
     base = queue_filtered(query, with_status=False)
+    if query.failed_check and failures_are_few(query.failed_check):
+        cap = FEW_FAILURES  # no more matches than that: count them all, starting from them
     wanted: list[tuple[str, QuerySet]] = [("", base)]
     wanted += [(s.value, base.filter(status=s.value)) for s in S]
     parts, params = [], []

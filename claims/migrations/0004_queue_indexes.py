@@ -28,6 +28,12 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name="claim",
+            index=models.Index(
+                fields=["provider", "status", "created_at", "id"], name="claim_queue_prov_status"
+            ),
+        ),
+        migrations.AddIndex(
+            model_name="claim",
             index=models.Index(fields=["total", "id"], name="claim_queue_total"),
         ),
         migrations.AddIndex(

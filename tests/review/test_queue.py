@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import re
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from urllib.parse import urlencode
@@ -266,6 +267,31 @@ def test_keyset_pages_list_every_claim_once_in_order_both_ways(kit, sort: str) -
     assert first.prev_before is None
 
 
+@pytest.mark.parametrize("sort", ["newest", "amount_asc"])
+def test_pages_of_a_rare_failure_start_from_the_failures_and_keep_the_order(kit, sort) -> None:
+    """Few failures: the queue sorts the matches (no index order); same pages either way."""
+    failing = [
+        claim_row(kit, status=S.REJECTED, failed=("signature",), total=f"{i % 3}0.00")
+        for i in range(8)
+    ]
+    claim_row(kit, status=S.VERIFIED, old_failed=("signature",))  # an older run: no match
+    claim_row(kit, status=S.REJECTED, failed=("binding",))
+    assert q.failures_are_few("signature")
+    query, seen = q.QueueQuery(failed_check="signature", sort=sort), []
+    while True:
+        page = q.queue_page(query, size=3)
+        seen += [r.claim.pk for r in page.rows]
+        if page.next_after is None:
+            break
+        query = replace(query, after=page.next_after)
+    everything = q.queue_page(q.QueueQuery(sort=sort), size=100).rows
+    assert seen == [r.claim.pk for r in everything if r.claim in failing]
+    back = q.queue_page(replace(query, after=None, before=page.prev_before), size=3)
+    assert [r.claim.pk for r in back.rows] == seen[3:6]  # pages of 3, 3 and 2
+    counts = q.status_counts(q.QueueQuery(failed_check="signature"))
+    assert counts[""] == 8 and counts[S.REJECTED] == 8 and counts[S.VERIFIED] == 0
+
+
 def test_the_page_links_walk_the_filtered_queue(kit, lab, adjuster) -> None:
     mine = [claim_row(kit, status=S.VERIFIED) for _ in range(q.PAGE_SIZE + 5)]
     claim_row(lab, status=S.VERIFIED)
@@ -301,7 +327,10 @@ def test_a_cursor_naming_no_claim_shows_the_first_page_and_says_so(kit, adjuster
         ({"amount_min": "500", "amount_max": "100"}, "minimum amount is above the maximum"),
         ({"created_from": "2026-13-01"}, "write it as YYYY-MM-DD"),
         ({"created_to": "yesterday"}, "write it as YYYY-MM-DD"),
-        ({"created_from": "2026-11-05", "created_to": "2026-11-01"}, "start date is after the end date"),
+        (
+            {"created_from": "2026-11-05", "created_to": "2026-11-01"},
+            "start date is after the end date",
+        ),
         ({"created_to": "9999-12-31"}, "between 1900 and 9998"),
         ({"status": "lost"}, "is not one of"),
         ({"provider": "99999999999999999999"}, "positive whole number"),
