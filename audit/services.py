@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import rfc8785
 from django.utils import timezone
 
+from audit.chain import canonical
 from audit.models import AuditEntry
 
 
@@ -28,8 +28,8 @@ def _checked(data: dict | None) -> dict:
     if not isinstance(data, dict):
         raise TypeError("audit data is a JSON object")
     try:
-        rfc8785.dumps(data)
-    except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
+        canonical(data)
+    except (TypeError, ValueError) as exc:
         raise ValueError(f"audit data has no canonical JSON form: {exc}") from exc
     return data
 
