@@ -7,6 +7,9 @@ COPY config config
 COPY ledger ledger
 COPY claims claims
 COPY jobs jobs
+COPY review review
+COPY audit audit
+COPY payments payments
 COPY claimproof_cli claimproof_cli
 COPY templates templates
 COPY manage.py ./

@@ -237,7 +237,16 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=5),
         "options": {"expires": 240},
     },
+    # a payment run's collection or chunk whose message was lost is queued again
+    "payments-sweep": {
+        "task": "payments.tasks.payments_sweep_task",
+        "schedule": timedelta(minutes=5),
+        "options": {"expires": 240},
+    },
 }
+PAYMENTS_CHUNK_SIZE = env.int("PAYMENTS_CHUNK_SIZE", default=200)
+PAYMENTS_SWEEP_AFTER_S = env.int("PAYMENTS_SWEEP_AFTER_S", default=900)
+PAYMENTS_PAYER_NAME = env("PAYMENTS_PAYER_NAME", default="ClaimProof")
 
 # --- claims ------------------------------------------------------------------------------------
 CLAIMS_MAX_BYTES = env.int("CLAIMS_MAX_BYTES", default=1_048_576)
