@@ -11,8 +11,8 @@ submitted with ``claim_submit`` and verified once in-process (all untimed). A pr
   Reference: the faster Ed25519 binding, measured in the same run. Aim >= 0.5x.
 * **rate, two workers**: the same job with two worker processes. Reference: one worker. Aim
   >= 1.8x. The machine has 2 cores shared by the workers, PostgreSQL and this process.
-* **context: claim_verify in-process**: the rate of the verification itself, one claim after
-  another, so that the job machinery's own cost shows (rate of one worker / this).
+* **context: claim_verify_many in-process**: the rate of the verification itself, in batches
+  of ``JOBS_VERIFY_BATCH`` as a job runs it, so that the job machinery's own cost shows.
 * **peak memory**: ``VmHWM`` of a fresh worker process that ran an ``{"all": true}`` job over
   the small size, then over the large one (10k and 100k claims; 2k and 20k with --quick). The
   claims beyond the re-verified ones are copies of them in state ``paid`` (made with one
@@ -263,30 +263,31 @@ def add_paid_copies(provider_id: int, count: int) -> None:
 # --- the batch path in-process: queries and profile ----------------------------------------------
 
 
-def claim_verify_rates(ids: list[int], rounds: int) -> list[float]:
-    """``claim_verify`` in-process on a new run of each claim (started untimed), per round."""
-    from claims.verification import claim_reverify, claim_verify
+def claim_verify_rates(ids: list[int], rounds: int, batch: int) -> list[float]:
+    """``claim_verify_many`` in-process, ``batch`` claims at a time, on a new run of each claim
+    (started untimed), per round: the verification a job's worker runs, without the job."""
+    from claims.verification import claim_reverify, claim_verify_many
 
     rates = []
     for _ in range(rounds):
         for claim_id in ids:  # queued on commit to the bench's filesystem broker, never read
             claim_reverify(claim_id=claim_id, reason="bench")
         t0 = time.perf_counter()
-        for claim_id in ids:
-            claim_verify(claim_id=claim_id)
+        for start in range(0, len(ids), batch):
+            claim_verify_many(claim_ids=ids[start : start + batch])
         rates.append(len(ids) / (time.perf_counter() - t0))
     return rates
 
 
 def profile_batch(scope: dict, count: int) -> tuple[float, float, str, float]:
     """Plan a job here in chunks of ``count // 3`` and run three: queries per re-verified claim
-    in ``chunk_process`` (first chunk) against ``claim_verify`` alone (a fourth chunk's claims),
-    and a cProfile of the other two with the share of time spent inside ``claim_verify``."""
+    in ``chunk_process`` (first chunk) against ``claim_verify_many`` alone on a fourth chunk's
+    claims, and a cProfile of the other two with the share of time inside verification."""
     from django.conf import settings
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from claims.verification import claim_reverify, claim_verify
+    from claims.verification import claim_reverify, claim_verify_many
     from jobs import services
     from jobs.models import BatchChunk
 
@@ -306,8 +307,7 @@ def profile_batch(scope: dict, count: int) -> tuple[float, float, str, float]:
     for claim_id in alone:
         claim_reverify(claim_id=claim_id, reason="bench")
     with CaptureQueriesContext(connection) as ctx:
-        for claim_id in alone:
-            claim_verify(claim_id=claim_id)
+        claim_verify_many(claim_ids=alone)
     verify_only = len(ctx.captured_queries) / len(alone)
 
     profiler = cProfile.Profile()
@@ -324,7 +324,7 @@ def profile_batch(scope: dict, count: int) -> tuple[float, float, str, float]:
     inside = sum(
         v[3]
         for (path, _, name), v in raw.items()
-        if path.endswith("claims/verification.py") and name == "claim_verify"
+        if path.endswith("claims/verification.py") and name == "claim_verify_many"
     )
     return in_job, verify_only, out.getvalue(), inside / total if total else float("nan")
 
@@ -349,7 +349,9 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
     # in-process, untimed by the jobs: the references and the profile
     ref_rates = best_rates(ed25519_contenders(sizes.ed25519_verifies), b.rounds)
     ref_name, ref_rate = max(((k, best(v)) for k, v in ref_rates.items()), key=lambda kv: kv[1])
-    verify_rates = claim_verify_rates(ids[: min(len(ids), 200)], b.rounds)
+    from jobs.services import verify_batch_size
+
+    verify_rates = claim_verify_rates(ids[: min(len(ids), 400)], b.rounds, verify_batch_size())
     in_job, verify_only, profile_text, verify_share = profile_batch(scope, b.profiled)
 
     # real worker processes on a private broker
@@ -422,10 +424,10 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
             note=f"{os.cpu_count()} cores shared by the workers, PostgreSQL and the bench",
         ),
         Row(
-            figure="context: job with 1 worker vs claim_verify in-process (claims/s)",
+            figure="context: job with 1 worker vs its verification alone (claims/s)",
             value=r1,
             unit="",
-            reference="claim_verify in-process",
+            reference="claim_verify_many in-process",
             reference_value=verified,
         ),
         Row(
@@ -438,12 +440,13 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
         ),
     ]
     result.details = {
+        "load_average_1_5_15": os.getloadavg(),  # the machine is shared: how busy it was
         "claims": len(ids),
         "chunk_size": chunk_size,
         "cpus": os.cpu_count(),
         "rates_1_worker": one,
         "rates_2_workers": two,
-        "claim_verify_in_process": verify_rates,
+        "claim_verify_many_in_process": verify_rates,
         "ed25519_rates": {k: best(v) for k, v in ref_rates.items()},
         "peak_rss_mb": peaks,
         "queries_per_claim_in_job": in_job,
@@ -453,12 +456,14 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
     }
     for name, values in ref_rates.items():
         print(f"  {name:<38} {fmt(best(values))} verifies/s ({spread(values)})")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"  load average (1, 5, 15 min) at the end: {load} on {os.cpu_count()} cores")
     print(f"  1 worker:  {fmt(r1)} claims/s ({spread(one)})")
     print(f"  2 workers: {fmt(r2)} claims/s ({spread(two)}); {r2 / r1:.2f}x one worker")
-    print(f"  claim_verify in-process: {fmt(verified)} claims/s ({spread(verify_rates)})")
+    print(f"  claim_verify_many in-process: {fmt(verified)} claims/s ({spread(verify_rates)})")
     print(
         f"  queries per re-verified claim: {in_job:.1f} in chunk_process, {verify_only:.1f} in "
-        f"claim_verify alone; time inside claim_verify: {verify_share:.0%}"
+        f"claim_verify_many alone; time inside claim_verify_many: {verify_share:.0%}"
     )
     rows = [[f"{k:,}", f"{v:.1f}"] for k, v in peaks.items()]
     print("  worker peak RSS:\n    " + table(["claims", "MiB"], rows).replace("\n", "\n    "))

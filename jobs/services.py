@@ -5,10 +5,13 @@
   (``.filter(id__gt=last).order_by("id")[:size]``): it never holds more than one chunk of ids.
   Each chunk is created (unique per job and number) together with ``total += len(ids)``; a
   redelivered planner resumes after the last planned chunk.
-* ``chunk_process`` re-verifies each claim of a chunk in its own transaction, which also writes
-  the claim's ``BatchResult``; then one transaction moves the chunk to ``done`` (compare-and-set)
-  and adds its counts to the job with ``F()``. Run twice, or again after a worker died half way,
-  it counts each claim once.
+* ``chunk_process`` records the claims of a chunk that are not re-verified (paid, denied...) in
+  one INSERT, then re-verifies the others in batches of ``JOBS_VERIFY_BATCH``: one transaction
+  locks the batch's claims, starts a run of each, verifies them together
+  (``claim_verify_many``) and writes their ``BatchResult`` rows (unique per job and claim). Then
+  one transaction moves the chunk to ``done`` (compare-and-set) and adds its counts to the job
+  with ``F()``. Run twice, at once, or again after a worker died half way, it re-verifies each
+  claim once and counts it once.
 """
 
 from __future__ import annotations
@@ -389,16 +392,17 @@ def _reverify_together(job: BatchJob, chunk: BatchChunk, ids: list[int]) -> None
             why = f"not re-verified: the claim is {claim.status}"
             rows.append(_Outcome(R.SKIPPED, old, old, why).row(job, chunk, claim.pk, now))
             continue
-        started.append((claim, old, _start_run(job, claim)))
+        was = claim.status
+        started.append((claim, old, was, _start_run(job, claim)))
     if started:
-        after = {c.pk: c for c in claim_verify_many(claim_ids=[c.pk for c, _, _ in started])}
-        missing = [c.pk for c, _, _ in started if c.pk not in after]
+        after = {c.pk: c for c in claim_verify_many(claim_ids=[c.pk for c, *_ in started])}
+        missing = [c.pk for c, *_ in started if c.pk not in after]
         if missing:  # we hold their locks: verification cannot have skipped them
             raise RuntimeError(f"claims {missing} were not verified in the batch")
-        reasons = _reasons([(after[c.pk], run) for c, _, run in started])
-        for claim, old, run in started:
+        reasons = _reasons([(after[c.pk], run) for c, _, _, run in started])
+        for claim, old, was, run in started:
             verified = after[claim.pk]
-            outcome = _conclusion(job, verified, old, run, reasons.get(claim.pk))
+            outcome = _conclusion(job, verified, old, was, run, reasons.get(claim.pk))
             rows.append(outcome.row(job, chunk, claim.pk, now))
     BatchResult.objects.bulk_create(rows)
 
@@ -438,9 +442,10 @@ def _reverify(job: BatchJob, claim: Claim) -> _Outcome:
     old = claim.verdict or claim.status
     if claim.status not in REVERIFIABLE:
         return _Outcome(R.SKIPPED, old, old, f"not re-verified: the claim is {claim.status}")
+    was = claim.status
     run = _start_run(job, claim)
     claim = claim_verify(claim_id=claim.pk)
-    return _conclusion(job, claim, old, run, None)
+    return _conclusion(job, claim, old, was, run, None)
 
 
 def _start_run(job: BatchJob, claim: Claim) -> int:
@@ -454,8 +459,11 @@ def _start_run(job: BatchJob, claim: Claim) -> int:
     return run
 
 
-def _conclusion(job: BatchJob, claim: Claim, old: str, run: int, why: str | None) -> _Outcome:
-    """Compare the new verdict with the old one; a changed verdict goes to the adjusters."""
+def _conclusion(
+    job: BatchJob, claim: Claim, old: str, was: str, run: int, why: str | None
+) -> _Outcome:
+    """Compare the new verdict with the old one: a changed verdict goes to the adjusters; an
+    unchanged one leaves the claim where it stood (``was``: in review, waiting for information)."""
     if claim.status == S.VERIFYING:  # waiting for a final checkpoint: the usual task takes over
         transaction.on_commit(lambda: _enqueue_verify(claim.pk))
         return _Outcome(R.WAITING, old, "", "waiting for a final checkpoint", run)
@@ -463,6 +471,9 @@ def _conclusion(job: BatchJob, claim: Claim, old: str, run: int, why: str | None
     outcome = R.FAILED if new == S.REJECTED else R.PASSED
     reason = why or _why(claim, run)
     if new == old:
+        if was in KEPT and claim.status != was and was in TRANSITIONS[claim.status]:
+            back = f"batch job {job.pk}: verdict unchanged ({new}); back to {was}"
+            claim_transition(claim=claim, to=was, reason=back)
         return _Outcome(outcome, old, new, reason, run)
     reason = f"verdict changed from {old} to {new}: {reason}"
     if claim.status == S.REJECTED and old in PASSING:
@@ -473,6 +484,7 @@ def _conclusion(job: BatchJob, claim: Claim, old: str, run: int, why: str | None
 
 
 PASSING = frozenset({S.VERIFIED, S.NEEDS_REVIEW})
+KEPT = frozenset({S.NEEDS_REVIEW, S.INFO_REQUESTED})  # where an adjuster put the claim
 
 
 def _back_to_adjusters(job: BatchJob, claim: Claim, reason: str) -> str:
@@ -612,7 +624,9 @@ def job_changes_rows(job: BatchJob) -> Iterator[list]:
 
 def jobs_to_sweep(*, older_than_s: int) -> tuple[list[int], list[int]]:
     """Jobs whose planning, and chunks whose task, look lost: nothing written for a while (a
-    chunk counts only when its whole job has stalled, not while it waits its turn in the queue)."""
+    chunk counts only when its whole job has stalled, not while it waits its turn in the queue).
+    Every pending chunk of a stalled job at once (up to 10,000: a job of two million claims):
+    after a broker restarted empty, the job must not stall again after each handful."""
     cutoff = timezone.now() - timedelta(seconds=older_than_s)
     plans = list(
         BatchJob.objects.filter(
@@ -625,6 +639,6 @@ def jobs_to_sweep(*, older_than_s: int) -> tuple[list[int], list[int]]:
             job__status=J.RUNNING,
             job__updated_at__lt=cutoff,
             updated_at__lt=cutoff,
-        ).values_list("pk", flat=True)[:500]
+        ).values_list("pk", flat=True)[:10_000]
     )
     return plans, chunks

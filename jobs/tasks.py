@@ -1,9 +1,12 @@
 """Celery entry points for batch jobs: ids in, one service call each.
 
 ``acks_late`` and ``reject_on_worker_lost``: a worker killed mid-chunk leaves the message
-unacknowledged, so the chunk is delivered again and re-run; the services make that safe (a claim
+unacknowledged, so the chunk is delivered again and re-run (a prefork child: at once; a whole
+worker: once the broker's visibility timeout has passed); the services make that safe (a claim
 is re-verified once per job, a chunk is counted once). ``jobs_sweep_task`` (beat) re-queues
-planning and chunks whose message was lost altogether.
+planning and chunks whose message was lost altogether (a broker restarted empty), once the job
+has not moved for ``JOBS_SWEEP_AFTER_S``. tests/jobs/test_jobs_processes.py does each of these
+to real worker processes.
 """
 
 from __future__ import annotations

@@ -331,3 +331,22 @@ def test_a_chunk_of_claims_not_reverified_is_recorded_in_one_insert(settings):
     assert set(BatchResult.objects.filter(job=job, claim_id__in=paid).values_list("reason")) == {
         ("not re-verified: the claim is paid",)
     }
+
+
+def test_an_unchanged_verdict_leaves_the_claim_where_the_adjusters_put_it():
+    kit = make_provider()
+    asked, reviewed, plain = verified_claims(kit, 3)
+    Claim.objects.filter(pk=asked.pk).update(status=S.INFO_REQUESTED)
+    Claim.objects.filter(pk=reviewed.pk).update(status=S.NEEDS_REVIEW)
+    job = jobs.job_start({"all": True})
+    for chunk_id in planned(job):
+        jobs.chunk_process(chunk_id)
+    job.refresh_from_db()
+    assert (job.done, job.passed, job.changed) == (3, 3, 0)
+    now = dict(Claim.objects.values_list("pk", "status"))
+    assert now == {asked.pk: S.INFO_REQUESTED, reviewed.pk: S.NEEDS_REVIEW, plain.pk: S.VERIFIED}
+    assert set(Claim.objects.values_list("verification_runs", flat=True)) == {2}
+    last = Claim.objects.get(pk=asked.pk).events.order_by("-id").first()
+    assert (
+        last.reason == f"batch job {job.pk}: verdict unchanged (verified); back to info_requested"
+    )
