@@ -35,7 +35,7 @@ def test_the_same_bytes_as_the_rfc8785_package(value):
     "value",
     [
         {"\U0001f600": 1, "\ufb01": 2, "a": 3},  # UTF-16 order differs from code point order
-        {"s": "\x00\x1f\x7f\"\\\u2028\b\f\n\r\t/é"},
+        {"s": '\x00\x1f\x7f"\\\u2028\b\f\n\r\t/é'},
         [1.0, 1.5, -0.0, 1e21, 1e-7, 100, 2**53 - 1],
     ],
 )
