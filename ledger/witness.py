@@ -3,6 +3,9 @@
 The witness cosigns a checkpoint only if the log signed it and a consistency proof leads from the
 last checkpoint this witness cosigned for that log. Its memory (:class:`WitnessState`) advances by
 compare-and-swap, so two concurrent requests can never make it cosign two trees of one size.
+The swap is one statement, committed (outside a transaction) before the cosignature is made; a
+per-process hint of each log's state saves the read in the usual case but never decides alone
+(docs/consortium.md, "How the witness decides").
 Refusals mirror the protocol's answers, so the HTTP witness of the consortium issue wraps this.
 """
 
@@ -130,11 +133,6 @@ _ATTEMPTS = 4
 # (database alias, witness, origin) -> what this process last saw or wrote. Only a hint: every
 # advance is a compare-and-swap on the row, and every refusal is decided on a fresh read.
 _STATES: dict[tuple[str, str, str], _State] = {}
-
-
-def witness_memory_clear() -> None:
-    """Forget the per-process hints (for tests that rewrite WitnessState rows behind its back)."""
-    _STATES.clear()
 
 
 @lru_cache(maxsize=64)
