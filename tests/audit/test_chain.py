@@ -191,3 +191,24 @@ def test_anchors_are_checked_batch_by_batch(monkeypatch):
     report = audit_verify()
     assert report.ok, report.problems
     assert (report.entries, report.anchors, report.anchored_seq) == (15, 5, 15)
+
+
+def test_a_failing_chain_step_never_stops_the_seal(monkeypatch, caplog):
+    from audit import chain
+    from tests.ledger.helpers import signed_anchor
+
+    h.node()
+    h.record(2)
+    services.anchor_append(data=signed_anchor(7))
+
+    def broken(**kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(chain, "audit_chain", broken)
+    checkpoint = services.ledger_seal()
+    assert checkpoint is not None and checkpoint.size == 1  # the procedure's leaf is sealed
+    assert "the audit trail could not be chained at this seal" in caplog.text
+    assert AuditEntry.objects.filter(seq__isnull=True).count() == 2  # still pending
+    monkeypatch.undo()
+    services.ledger_seal()
+    assert AuditEntry.objects.filter(seq__isnull=True).count() == 0
