@@ -204,6 +204,11 @@ def cases(count: int, providers: list[int]) -> dict[str, tuple[str, bool]]:
         ),
         "status counts (unfiltered)": ("/queue/counts/", False),
         "status counts (one provider)": (f"/queue/counts/?provider={providers[3]}", False),
+        "status counts (amount 100-200)": ("/queue/counts/?amount_min=100&amount_max=200", False),
+        "status counts (failed check = signature)": (
+            "/queue/counts/?failed_check=signature",
+            False,
+        ),
     }
 
 
@@ -229,7 +234,7 @@ def explain(sql_cases: dict[str, str]) -> dict[str, str]:
         main = next(
             x["sql"] for x in ctx.captured_queries if f"LIMIT {q.PAGE_SIZE + 1}" in x["sql"]
         )
-        with connection.cursor() as cursor:
+        with q.interactive(), connection.cursor() as cursor:  # the page's own settings
             cursor.execute("EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) " + main)
             out[name] = "\n".join(r[0] for r in cursor.fetchall())
     return out
@@ -345,6 +350,7 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
         {
             "deep keyset page": f"after={todo['deep keyset page (90% in)'][0].split('after=')[1]}",
             "failed check = signature": "failed_check=signature",
+            "failed check = procedure": "failed_check=procedure",
             "amount 100-200": "amount_min=100&amount_max=200",
         }
     )

@@ -127,7 +127,12 @@ class Claim(models.Model):
             models.Index(fields=["status", "-created_at"], name="claim_status_created"),
             # the adjusters' queue walks these from a keyset boundary (review/queue.py)
             models.Index(fields=["created_at", "id"], name="claim_queue_created"),
-            models.Index(fields=["status", "created_at", "id"], name="claim_queue_status"),
+            # total and verdict ride along so that capped counts per status stay index-only
+            models.Index(
+                fields=["status", "created_at", "id"],
+                include=["total", "verdict"],
+                name="claim_queue_status",
+            ),
             models.Index(fields=["provider", "created_at", "id"], name="claim_queue_provider"),
             models.Index(
                 fields=["provider", "status", "created_at", "id"], name="claim_queue_prov_status"

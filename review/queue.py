@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal, InvalidOperation
@@ -424,8 +426,33 @@ def queue_rows(claims: list[Claim]) -> list[QueueRow]:
     return [QueueRow(c, failed[c.pk]) for c in claims]
 
 
+@contextmanager
+def interactive(**settings: str) -> Iterator[None]:
+    """PostgreSQL settings for the enclosed queries only: no parallel workers (starting them
+    costs more than a page's index walk, and far more on a busy machine), plus ``settings``.
+    Transaction-local, restored on the way out (rolled back with the savepoint on error)."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    wanted = {"max_parallel_workers_per_gather": "0", **settings}
+    names = list(wanted)
+    pairs = ", ".join("current_setting(%s), set_config(%s, %s, true)" for _ in names)
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"SELECT {pairs}", [x for n in names for x in (n, n, wanted[n])])
+        found = cursor.fetchone()
+        before = {n: found[2 * i] for i, n in enumerate(names)}
+        yield
+        restore = ", ".join("set_config(%s, %s, true)" for _ in names)
+        cursor.execute(f"SELECT {restore}", [x for n in names for x in (n, before[n])])
+
+
 def queue_page(query: QueueQuery, *, size: int = PAGE_SIZE) -> QueuePage:
     """One keyset page of the queue. Raises :class:`StaleCursor` when the cursor names no claim."""
+    with interactive():
+        return _queue_page(query, size)
+
+
+def _queue_page(query: QueueQuery, size: int) -> QueuePage:
     key, descending, _ = SORTS[query.sort]
     qs = queue_filtered(query)
     few = bool(query.failed_check) and failures_are_few(query.failed_check)
@@ -433,7 +460,7 @@ def queue_page(query: QueueQuery, *, size: int = PAGE_SIZE) -> QueuePage:
         boundary = _boundary(query.before, key)
         back = _walk(qs, key, descending, boundary, size + 1, back=True, sort_matches=few)
         if len(back) <= size:  # we are back at the start: show a full first page
-            return queue_page(replace(query, before=None), size=size)
+            return _queue_page(replace(query, before=None), size)
         claims = list(reversed(back[:size]))
         return QueuePage(queue_rows(claims), claims[-1].pk, claims[0].pk)
     boundary = _boundary(query.after, key) if query.after is not None else None
@@ -468,17 +495,8 @@ def status_counts(query: QueueQuery, *, cap: int = COUNT_CAP) -> dict[str, int |
         parts.append(f"SELECT %s, (SELECT count(*) FROM ({sql}) AS capped)")  # noqa: S608
         params += [name, *sql_params]
     try:
-        with transaction.atomic(), connection.cursor() as cursor:
-            postgres = connection.vendor == "postgresql"
-            if postgres:  # local to this transaction (or savepoint), restored below
-                cursor.execute("SHOW statement_timeout")
-                before = cursor.fetchone()[0]
-                cursor.execute("SELECT set_config('statement_timeout', %s, true)",
-                               [f"{COUNT_TIMEOUT_MS}ms"])  # fmt: skip
-            cursor.execute(" UNION ALL ".join(parts), params)
-            counts = dict(cursor.fetchall())
-            if postgres:
-                cursor.execute("SELECT set_config('statement_timeout', %s, true)", [before])
-            return counts
+        with interactive(statement_timeout=f"{COUNT_TIMEOUT_MS}ms"), connection.cursor() as c:
+            c.execute(" UNION ALL ".join(parts), params)
+            return dict(c.fetchall())
     except DatabaseError:  # the statement timed out: "unknown", never a 500
         return dict.fromkeys((name for name, _ in wanted), None)

@@ -18,7 +18,11 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name="claim",
-            index=models.Index(fields=["status", "created_at", "id"], name="claim_queue_status"),
+            index=models.Index(
+                fields=["status", "created_at", "id"],
+                include=["total", "verdict"],
+                name="claim_queue_status",
+            ),
         ),
         migrations.AddIndex(
             model_name="claim",
