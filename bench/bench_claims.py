@@ -5,15 +5,17 @@ provider of the demo member ``stmarys.example`` with a registered JWS key; each 
 2 Procedures, anchored with ``anchor_append_many`` in NDJSON-sized batches, sealed and cosigned
 once (``ledger_seal_and_cosign``), then wrapped in a signed Bundle. Nothing is mocked.
 
-* **verification** (timed): ``claims.verification.claim_verify`` in-process on claims submitted
-  beforehand (untimed), one claim after another, as one worker does. Every claim must end
-  ``verified``. Reference: the faster Ed25519 binding, measured in the same run.
+* **verification in batches** (timed): ``claims.verification.claim_verify_many`` in-process
+  over batches of BATCH_SIZE claims submitted beforehand (untimed), as a worker that pulls what
+  intake queued does. Every claim must end ``verified``. Reference: the faster Ed25519 binding,
+  measured in the same run.
+* context (timed): ``claims.verification.claim_verify``, one claim after another.
 * **intake** (timed): ``claims.services.claim_submit`` on pre-signed bodies (context: same
   reference). Queuing the task goes to the configured broker (the filesystem broker under the
   bench's temporary var directory unless ``CELERY_BROKER_URL`` says otherwise).
 
-Then the queries one verification makes (``CaptureQueriesContext``) and a cProfile of
-verification, so the next step is clear.
+Then the statements per claim of both paths (``CaptureQueriesContext``) and a cProfile of
+each, so the next step is clear.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from bench.bench_anchors import _trim_profile, ed25519_contenders
 from bench.common import Result, Row, Sizes, best, best_rates, fmt, spread, table
 
 NAME = "claims"
-TITLE = "4. Claims: verification (claim_verify) and intake (claim_submit) vs raw Ed25519"
+TITLE = "4. Claims: verification (claim_verify_many, claim_verify) and intake vs raw Ed25519"
 AIM = 0.5
 BATCH = 500  # anchors per anchor_append_many call, as an EHR posting NDJSON
 MEMBER = "stmarys.example"

@@ -106,6 +106,16 @@ def delta(before: dict[int, float], after: dict[int, float]) -> float:
 # --- processes ----------------------------------------------------------------------------------
 
 
+def discard_received() -> int:
+    """Delete the claims earlier benchmarks of this run left ``received`` (never verified: the
+    intake benchmarks' queue has no worker), so that the worker here pulls only this load."""
+    from claims.models import Claim
+    from claims.states import ClaimStatus
+
+    deleted, _ = Claim.objects.filter(status=ClaimStatus.RECEIVED).delete()
+    return deleted
+
+
 def start_worker(log: Path) -> subprocess.Popen:
     bin_dir = Path(sys.executable).parent
     return subprocess.Popen(
@@ -117,13 +127,13 @@ def start_worker(log: Path) -> subprocess.Popen:
     )  # fmt: skip
 
 
-def counts(provider_id: int) -> tuple[int, int]:
-    """(claims submitted, claims with a verdict) of the bench's provider."""
+def counts(user_id: int) -> tuple[int, int]:
+    """(claims submitted, claims with a verdict) by the bench's API user."""
     from django.db.models import Count, Q
 
     from claims.models import Claim
 
-    row = Claim.objects.filter(provider_id=provider_id).aggregate(
+    row = Claim.objects.filter(submitted_by_id=user_id).aggregate(
         total=Count("pk"), done=Count("pk", filter=Q(verdict__in=VERDICTS))
     )
     return row["total"], row["done"]
@@ -132,9 +142,9 @@ def counts(provider_id: int) -> tuple[int, int]:
 class Sampler(threading.Thread):
     """Counts submitted claims and verdicts every ``every`` seconds, on its own connection."""
 
-    def __init__(self, provider_id: int, every: float = 0.5):
+    def __init__(self, user_id: int, every: float = 0.5):
         super().__init__(daemon=True)
-        self.provider_id, self.every = provider_id, every
+        self.user_id, self.every = user_id, every
         self.samples: list[tuple[float, int, int]] = []
         self.offset = (0, 0)  # counts before the measured load
         self.halt = threading.Event()
@@ -144,7 +154,7 @@ class Sampler(threading.Thread):
 
         try:
             while not self.halt.is_set():
-                total, done = counts(self.provider_id)
+                total, done = counts(self.user_id)
                 self.samples.append(
                     (time.perf_counter(), total - self.offset[0], done - self.offset[1])
                 )
@@ -153,7 +163,7 @@ class Sampler(threading.Thread):
             connection.close()
 
 
-def latencies(provider_id: int) -> dict[str, float]:
+def latencies(user_id: int) -> dict[str, float]:
     """Submission to verdict, in milliseconds: p50, p90, p99 (from the claims' own clocks)."""
     from django.db import connection
 
@@ -161,8 +171,8 @@ def latencies(provider_id: int) -> dict[str, float]:
         cursor.execute(
             "SELECT percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY "
             "EXTRACT(EPOCH FROM (updated_at - created_at)) * 1000) FROM claims_claim "
-            "WHERE provider_id = %s AND verdict = ANY(%s)",
-            [provider_id, list(VERDICTS)],
+            "WHERE submitted_by_id = %s AND verdict = ANY(%s)",
+            [user_id, list(VERDICTS)],
         )
         p50, p90, p99 = cursor.fetchone()[0] or (float("nan"),) * 3
     return {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99}
@@ -195,16 +205,17 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
     warm_file = write_bodies(bodies[:WARM], tmp / "warm.ndjson")
     body_file = write_bodies(bodies[WARM:], tmp / "bodies.ndjson")
     purge_queue()
+    discard_received()
     web, port = start_gunicorn(tmp / "gunicorn.log")
     worker = start_worker(tmp / "celery.log")
-    sampler = Sampler(kit.provider.pk)
+    sampler = Sampler(kit.user.pk)
     try:
         # Warm-up: a few claims through the whole path (every gunicorn worker and pool process
         # imported, connected and cached), then the measured load starts from an empty queue.
         load(port, "/api/v1/claims", kit.token, warm_file, duration=60, warmup=0.0,
              prefix="e2e-warm", once=True)  # fmt: skip
         ready = time.monotonic() + 120
-        while counts(kit.provider.pk)[1] < WARM:
+        while counts(kit.user.pk)[1] < WARM:
             if worker.poll() is not None or time.monotonic() > ready:
                 raise RuntimeError(f"the Celery worker is not verifying: see {tmp / 'celery.log'}")
             time.sleep(0.3)
@@ -215,7 +226,7 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
             "redis": pids_cpu([redis] if redis else []),
         }
         pg0 = pids_cpu(backend_pids())
-        sampler.offset = counts(kit.provider.pk)
+        sampler.offset = counts(kit.user.pk)
         sampler.start()
         began = time.perf_counter()
         http = load(port, "/api/v1/claims", kit.token, body_file, duration=duration,
@@ -227,11 +238,11 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
             "worker": tree_cpu(worker.pid),
             "redis": pids_cpu([redis] if redis else []),
         }
-        submitted, done = counts(kit.provider.pk)
+        submitted, done = counts(kit.user.pk)
         drain_deadline = time.monotonic() + (60 if quick else 180)
         while done < submitted and time.monotonic() < drain_deadline:
             time.sleep(0.5)
-            submitted, done = counts(kit.provider.pk)
+            submitted, done = counts(kit.user.pk)
         drained = time.perf_counter()
     finally:
         sampler.halt.set()
@@ -249,8 +260,8 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
     cpu["postgres"] = delta(pg0, pg1)
     claims_in_window = max(at_end[1], 1)
     verdicts_in_window = max(at_end[2], 1)
-    lat = latencies(kit.provider.pk)
-    statuses = _statuses(kit.provider.pk)
+    lat = latencies(kit.user.pk)
+    statuses = _statuses(kit.user.pk)
 
     result.rows.append(
         Row(
@@ -320,10 +331,10 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
     return result
 
 
-def _statuses(provider_id: int) -> dict[str, int]:
+def _statuses(user_id: int) -> dict[str, int]:
     from django.db.models import Count
 
     from claims.models import Claim
 
-    rows = Claim.objects.filter(provider_id=provider_id).values("status").annotate(n=Count("pk"))
+    rows = Claim.objects.filter(submitted_by_id=user_id).values("status").annotate(n=Count("pk"))
     return {r["status"]: r["n"] for r in rows}
