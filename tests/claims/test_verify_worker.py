@@ -7,6 +7,7 @@ import time
 from datetime import timedelta
 
 import pytest
+from django.db import transaction
 from django.utils import timezone
 
 from claims.models import Claim, ClaimCheck
@@ -14,7 +15,15 @@ from claims.states import ClaimStatus
 from claims.tasks import claims_sweep_task
 from config.celery import app
 from ledger import services
-from tests.claims.factories import anchor_procedure, claim_for, make_provider, procedure
+from tests.claims.factories import (
+    anchor_procedure,
+    claim_for,
+    claim_resource,
+    make_provider,
+    procedure,
+    signed_body,
+    submit,
+)
 
 pytestmark = [
     pytest.mark.postgres,
@@ -85,3 +94,23 @@ def test_the_sweeper_requeues_a_claim_whose_task_was_lost(celery_worker):
     Claim.objects.filter(pk=lost.pk).update(updated_at=timezone.now() - timedelta(hours=1))
     assert claims_sweep_task(older_than_s=600) == 1
     _wait_for(lambda: _status(lost) == S.VERIFIED)
+
+
+def test_claims_submitted_together_are_each_verified_once(celery_worker):
+    """The worker verifies a claim in a batch with the other received claims; each claim's own
+    task then finds it concluded: one run, one verdict, one set of checks per claim."""
+    kit = make_provider()
+    anchored = [anchor_procedure(procedure()) for _ in range(6)]
+    bodies = [signed_body(kit, claim_resource([a], organization=kit.organization), [a])
+              for a in anchored]  # fmt: skip
+    with transaction.atomic():  # committed together: six tasks queued at once
+        claims = [submit(kit, body) for body in bodies]
+    _wait_for(lambda: all(_status(c) == S.VERIFIED for c in claims))
+    time.sleep(0.5)  # every claim's own task has run by now, or runs on a concluded claim
+    for claim in claims:
+        claim.refresh_from_db()
+        assert claim.verification_runs == 1 and claim.verdict == S.VERIFIED
+        steps = list(claim.events.order_by("id").values_list("new_status", flat=True))
+        assert steps == [S.RECEIVED, S.VERIFYING, S.VERIFIED]
+        names = list(ClaimCheck.objects.filter(claim=claim).values_list("name", flat=True))
+        assert len(names) == len(set(names)) and "double_billing" in names
