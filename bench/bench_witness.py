@@ -19,6 +19,10 @@ in parallel share WAL flushes (PostgreSQL's group commit).
 (b) ``ledger_seal`` then ``checkpoint_cosign`` until ``checkpoint_is_final`` with every
 witness required (quorum n), n = 3 and 7 witnesses hosted on this node, 16 anchors pending per
 checkpoint; the reference is ``ledger_seal`` alone. The per-witness cost is (t7 - t3) / 4.
+
+(c) As (b), with n = 3 and 7 witnesses that are node processes of their own (gunicorn, one
+worker, two threads each, on the bench database under their own names), asked over HTTP in
+parallel on keep-alive connections; the hosted witnesses are revoked meanwhile.
 """
 
 from __future__ import annotations
@@ -108,20 +112,28 @@ def _free_port() -> int:
 class Node:
     """The witness node: gunicorn serving config.wsgi on the bench database."""
 
-    def __init__(self, signer: str, logs: dict[str, str], workers: int, threads: int):
+    def __init__(
+        self,
+        signer: str,
+        logs: dict[str, str],
+        workers: int,
+        threads: int,
+        name: str = WITNESS,
+        wait: bool = True,
+    ):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = Path(tempfile.mkdtemp(prefix="claimproof-wbench-")) / "gunicorn.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_WITNESS")}
         env.update(
-            LEDGER_WITNESS_NAME=WITNESS,
+            LEDGER_WITNESS_NAME=name,
             LEDGER_WITNESS_LOGS=json.dumps(logs),
             PYTHONPATH=str(ROOT),
             LOG_LEVEL="WARNING",
         )
         from ledger.keys import witness_key_env
 
-        env[witness_key_env(WITNESS)] = signer
+        env[witness_key_env(name)] = signer
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [
@@ -148,6 +160,10 @@ class Node:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        if wait:
+            self.wait_ready()
+
+    def wait_ready(self) -> None:
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -537,9 +553,120 @@ def _seal_to_final(result: Result, quick: bool, rounds: int) -> None:
         )
 
 
+def _seal_to_final_remote(result: Result, quick: bool, rounds: int) -> None:
+    """(c) As (b), the witnesses being 3 and 7 node processes asked over HTTP (in parallel)."""
+    from django.conf import settings
+    from django.utils import timezone
+
+    from bench.bench_anchors import presign
+    from ledger import keys, note, services
+    from ledger.models import Member, MemberKey
+
+    per_round = 5 if quick else 12
+    pending = 16
+    # presign is deterministic: skip the statements (b) anchored already.
+    skip = per_round * rounds * 3 * pending
+    needed = rounds * (3 * per_round + 2) * pending
+    statements = iter(presign(skip + needed)[skip:])
+    logs = {settings.LEDGER_ORIGIN: keys.operator_verifier_key()}
+    nodes, remote = [], []
+    hosted = list(
+        MemberKey.objects.filter(purpose="cosign", revoked_at__isnull=True).values_list(
+            "pk", flat=True
+        )
+    )
+    old_quorum = settings.LEDGER_QUORUM
+    try:
+        for k in range(7):
+            name = f"bench-remote-{k}.example"
+            signer, verifier = note.generate_cosigner_key(name)
+            node = Node(signer, logs, workers=1, threads=2, name=name, wait=False)
+            nodes.append(node)
+            member = Member.objects.create(name=name, witness_url=node.url)
+            key = MemberKey(member=member, purpose=MemberKey.Purpose.COSIGN, verifier_key=verifier)
+            key.clean()
+            key.save()
+            remote.append(key.pk)
+        for node in nodes:
+            node.wait_ready()
+        MemberKey.objects.filter(pk__in=hosted).update(
+            revoked_at=timezone.now(), revocation_reason="bench: remote witnesses only"
+        )
+
+        def witnesses(n: int) -> None:
+            MemberKey.objects.filter(pk__in=remote[:n]).update(revoked_at=None)
+            MemberKey.objects.filter(pk__in=remote[n:]).update(
+                revoked_at=timezone.now(), revocation_reason=f"bench: {n} witnesses"
+            )
+            settings.LEDGER_QUORUM = n
+
+        def seal_final() -> None:
+            cp = services.ledger_seal()
+            outcomes = services.checkpoint_cosign(checkpoint=cp)
+            if not services.checkpoint_is_final(cp):
+                raise RuntimeError(f"checkpoint {cp.size} is not final: {outcomes}")
+
+        def seal_only() -> None:
+            if services.ledger_seal() is None:
+                raise RuntimeError("nothing sealed")
+
+        times: dict[str, list[float]] = {"3": [], "7": [], "seal": []}
+        for _ in range(rounds):
+            for key, setting, work in (("3", 3, seal_final), ("7", 7, seal_final)):
+                witnesses(setting)
+                # Untimed: a witness revoked for a while catches up first (one 409 round trip).
+                services.anchor_append_many(datas=[next(statements) for _ in range(pending)])
+                seal_final()
+                for _ in range(per_round):
+                    services.anchor_append_many(datas=[next(statements) for _ in range(pending)])
+                    seconds, _ = timed(work)
+                    times[key].append(seconds)
+            for _ in range(per_round):
+                services.anchor_append_many(datas=[next(statements) for _ in range(pending)])
+                seconds, _ = timed(seal_only)
+                times["seal"].append(seconds)
+    except Exception:
+        for node in nodes:
+            print(node.tail(), file=sys.stderr)
+        raise
+    finally:
+        settings.LEDGER_QUORUM = old_quorum
+        for node in nodes:
+            node.stop()
+        MemberKey.objects.filter(pk__in=hosted).update(revoked_at=None, revocation_reason="")
+        MemberKey.objects.filter(pk__in=remote).update(
+            revoked_at=timezone.now(), revocation_reason="bench: stopped"
+        )
+    med = {k: statistics.median(v) for k, v in times.items()}
+    result.details["seal_to_final_remote"] = {
+        "checkpoints_per_setting": per_round * rounds,
+        "pending_per_checkpoint": pending,
+        "median_s": med,
+        "all_s": times,
+    }
+    print(
+        f"  seal -> final over HTTP (median of {per_round * rounds}): 3 witness processes "
+        f"{med['3'] * 1000:.1f} ms, 7 witness processes {med['7'] * 1000:.1f} ms, "
+        f"seal alone {med['seal'] * 1000:.1f} ms",
+        flush=True,
+    )
+    for n in ("3", "7"):
+        result.rows.append(
+            Row(
+                figure=f"seal -> final, {n} witness node processes over HTTP, quorum {n} (1/s)",
+                value=1 / med[n],
+                unit="",
+                reference="ledger_seal alone",
+                reference_value=1 / med["seal"],
+                note=f"{med[n] * 1000:.1f} ms vs {med['seal'] * 1000:.1f} ms",
+            )
+        )
+
+
 def run(sizes: Sizes, state: dict[str, Any]) -> Result:
     result = Result(NAME, TITLE)
     quick = sizes == QUICK
     _requests(result, quick, sizes.rounds)
     _seal_to_final(result, quick, sizes.rounds)
+    _seal_to_final_remote(result, quick, sizes.rounds)
     return result
