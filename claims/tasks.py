@@ -55,12 +55,16 @@ def claim_verify_task(self, claim_id: int) -> None:
 
 
 def _verify(claim_id: int, *, first_attempt: bool) -> Claim:
-    """On a first attempt, verify this claim in a batch with up to CLAIMS_VERIFY_BATCH - 1
-    other received claims (their own tasks then find them done: one query each); a retry, or a
-    claim another worker holds, goes alone. A batch that fails for another reason than the
-    database is logged and this claim verified alone."""
+    """A claim a batch already concluded costs one query. On a first attempt, a received claim
+    is verified in a batch with up to CLAIMS_VERIFY_BATCH - 1 other received claims (their own
+    tasks then find them concluded); a retry, or a claim another worker holds, goes alone. A
+    batch that fails for another reason than the database is logged and this claim verified
+    alone."""
+    claim = Claim.objects.get(pk=claim_id)
+    if claim.status not in (ClaimStatus.RECEIVED, ClaimStatus.VERIFYING):
+        return claim  # concluded (by a batch, or by an earlier delivery): nothing to do
     size = int(getattr(settings, "CLAIMS_VERIFY_BATCH", 50))
-    if first_attempt and size > 1:
+    if first_attempt and size > 1 and claim.status == ClaimStatus.RECEIVED:
         try:
             claims = claim_verify_many(claim_ids=[claim_id], pull=size - 1)
         except (OperationalError, InterfaceError):
