@@ -151,6 +151,7 @@ class Node:
                     "60",
                     "--graceful-timeout",
                     "2",
+                    "--no-control-socket",  # gunicorn 27: else one shared socket path per user
                     "--keep-alive",
                     "30",
                 ],

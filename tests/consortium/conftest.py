@@ -117,6 +117,7 @@ class WitnessNode:
                 "30",
                 "--graceful-timeout",
                 "2",
+                "--no-control-socket",  # gunicorn 27: else one shared socket path per user
             ],
             cwd=ROOT,
             env=env,
