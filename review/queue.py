@@ -22,7 +22,7 @@ from decimal import Decimal, InvalidOperation
 from urllib.parse import urlencode
 
 from django.db import DatabaseError, connection, transaction
-from django.db.models import Exists, F, OuterRef, Q, QuerySet, Value
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Value
 
 from claims.checks.ledger import PREFIX as PROCEDURE_PREFIX
 from claims.models import Claim, ClaimCheck, Provider
@@ -31,12 +31,13 @@ from claims.states import ClaimStatus
 S = ClaimStatus
 PAGE_SIZE = 50
 COUNT_CAP = 1_000
-COUNT_TIMEOUT_MS = 400
+COUNT_TIMEOUT_MS = 250
 MAX_ID = 2**63 - 1
 MAX_AMOUNT = Decimal("999999999999.99")  # Claim.total has 14 digits, 2 of them decimals
 MAX_SEARCH = 100
 LIVE_MAX_IDS = 200
 FEW_FAILURES = 5_000  # below this many failures of a check, the queue starts from them
+COUNT_FAILURES = 50_000  # ... and its counts (no LIMIT to meet early: a pass over them all)
 # Statuses a claim leaves by itself (the verification worker moves it): the page polls them.
 TRANSITIONAL = frozenset({S.RECEIVED, S.VERIFYING})
 
@@ -283,7 +284,7 @@ def failed_check_exists(name: str) -> Exists:
     return Exists(checks)
 
 
-def failures_are_few(name: str) -> bool:
+def failures_are_few(name: str, below: int = FEW_FAILURES) -> bool:
     """Fewer than ``FEW_FAILURES`` recorded failures of this check (any run): an index-only
     count on the partial index of failures. Then the queue starts from the failures and sorts
     them, instead of walking claims in order and probing each one (which, for a rare failure,
@@ -293,7 +294,7 @@ def failures_are_few(name: str) -> bool:
         checks = checks.filter(name__startswith=PROCEDURE_PREFIX)
     else:
         checks = checks.filter(name=name)
-    return checks.values("claim_id")[:FEW_FAILURES].count() < FEW_FAILURES
+    return checks.order_by().values("claim_id")[:below].count() < below
 
 
 def queue_filtered(query: QueueQuery, *, with_status: bool = True) -> QuerySet[Claim]:
@@ -484,9 +485,17 @@ def status_counts(query: QueueQuery, *, cap: int = COUNT_CAP) -> dict[str, int |
     """How many claims of each status match the other filters, counting at most ``cap`` per
     status (``cap`` means "at least"); the key "" is every status together. One statement of
     capped index scans, under ``COUNT_TIMEOUT_MS``: past it every count is None (unknown)."""
-    base = queue_filtered(query, with_status=False)
-    if query.failed_check and failures_are_few(query.failed_check):
-        cap = FEW_FAILURES  # no more matches than that: count them all, starting from them
+    base = queue_filtered(query, with_status=False).order_by()
+    names = ["", *(s.value for s in S)]
+    if query.failed_check and failures_are_few(query.failed_check, COUNT_FAILURES):
+        # at most that many matches: one pass over them, from the failures, counts them exactly
+        try:
+            with interactive(statement_timeout=f"{COUNT_TIMEOUT_MS}ms"):
+                by_status = base.values_list("status").annotate(n=Count("pk")).order_by()
+                found = dict(by_status)
+        except DatabaseError:  # the statement timed out: "unknown", never a 500
+            return dict.fromkeys(names, None)
+        return {"": sum(found.values()), **{name: found.get(name, 0) for name in names[1:]}}
     wanted: list[tuple[str, QuerySet]] = [("", base)]
     wanted += [(s.value, base.filter(status=s.value)) for s in S]
     parts, params = [], []
@@ -499,4 +508,4 @@ def status_counts(query: QueueQuery, *, cap: int = COUNT_CAP) -> dict[str, int |
             c.execute(" UNION ALL ".join(parts), params)
             return dict(c.fetchall())
     except DatabaseError:  # the statement timed out: "unknown", never a 500
-        return dict.fromkeys((name for name, _ in wanted), None)
+        return dict.fromkeys(names, None)

@@ -504,3 +504,25 @@ def test_auditors_see_no_checkboxes_and_cannot_bulk_approve() -> None:
 
 def test_bulk_approve_needs_post(adjuster) -> None:
     assert adjuster.get("/queue/bulk-approve/").status_code == 405
+
+
+def test_the_queue_settings_do_not_leak_into_the_rest_of_the_request(kit) -> None:
+    """No parallel workers and a count timeout for the queue's statements only."""
+    from django.db import connection
+
+    claim_row(kit)
+
+    def setting(name: str) -> str:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SHOW {name}")
+            return cursor.fetchone()[0]
+
+    before = (setting("max_parallel_workers_per_gather"), setting("statement_timeout"))
+    q.queue_page(q.QueueQuery())
+    q.status_counts(q.QueueQuery())
+    q.status_counts(q.QueueQuery(failed_check="signature"))
+    after = (setting("max_parallel_workers_per_gather"), setting("statement_timeout"))
+    assert after == before
+    with q.interactive(statement_timeout="123ms"):
+        assert setting("max_parallel_workers_per_gather") == "0"
+        assert setting("statement_timeout") == "123ms"
