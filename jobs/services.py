@@ -383,7 +383,7 @@ def _reverify_together(job: BatchJob, chunk: BatchChunk, ids: list[int]) -> None
     )
     now = timezone.now()
     rows: list[BatchResult] = []
-    started: list[tuple[Claim, str, int]] = []
+    started: list[tuple[Claim, str, str, int]] = []  # claim, old verdict, old status, run
     for claim in claims:
         if claim.pk in done:
             continue

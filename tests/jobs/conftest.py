@@ -92,18 +92,20 @@ def private_redis() -> Iterator[RedisServer]:
 
 @dataclass
 class Worker:
-    """One ``celery -A config worker --pool=solo`` process (its own session, so a kill takes
-    its whole process group)."""
+    """One ``celery -A config worker`` process (its own session, so a kill takes its whole
+    process group): ``--pool=solo`` runs tasks in that process, ``--pool=prefork`` in one child."""
 
     env: dict[str, str]
     log_path: Path
+    pool: str = "solo"
     process: subprocess.Popen | None = None
 
     def start(self) -> Worker:
         log = open(self.log_path, "ab")  # noqa: SIM115 (closed below; the child keeps its fd)
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "--pool=solo",
-             "--loglevel=INFO", "--without-heartbeat", "--without-gossip", "--without-mingle"],
+            [sys.executable, "-m", "celery", "-A", "config", "worker", f"--pool={self.pool}",
+             "--concurrency=1", "--loglevel=INFO", "--without-heartbeat", "--without-gossip",
+             "--without-mingle"],
             cwd=ROOT,
             env=self.env,
             stdout=log,
@@ -117,6 +119,11 @@ class Worker:
     def pid(self) -> int:
         assert self.process is not None
         return self.process.pid
+
+    def pool_children(self) -> list[int]:
+        """The pids of the prefork pool's processes (none with ``--pool=solo``)."""
+        path = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        return [int(pid) for pid in path.read_text().split()] if path.exists() else []
 
     def kill(self) -> None:
         """SIGKILL, mid-whatever: no handler runs, no message is acknowledged."""
@@ -163,14 +170,16 @@ class Workers:
         self.settings = settings
         self.started: list[Worker] = []
 
-    def start(self) -> Worker:
+    def start(self, *, pool: str = "solo", visibility_timeout_s: int = 3) -> Worker:
         """A new worker process (with the test's JOBS_CHUNK_SIZE and JOBS_VERIFY_BATCH now)."""
         env = {
             **self.env,
             "JOBS_CHUNK_SIZE": str(self.settings.JOBS_CHUNK_SIZE),
             "JOBS_VERIFY_BATCH": str(getattr(self.settings, "JOBS_VERIFY_BATCH", 50)),
+            "TEST_VISIBILITY_TIMEOUT_S": str(visibility_timeout_s),
         }
-        worker = Worker(env, self.var / f"worker-{len(self.started)}.log").start()
+        log = self.var / f"worker-{len(self.started)}.log"
+        worker = Worker(env, log, pool).start()
         self.started.append(worker)
         return worker
 

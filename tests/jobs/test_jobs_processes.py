@@ -6,6 +6,8 @@ new verification run per claim, counters equal to the number of claims."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import pytest
@@ -96,6 +98,29 @@ def test_a_worker_killed_mid_chunk_is_replaced_and_no_claim_is_skipped_or_counte
 
     assert_each_claim_counted_once(job, ids)
     assert all(c.attempts >= 2 for c in BatchChunk.objects.filter(pk__in=cut_short))
+
+
+def test_a_pool_process_killed_mid_chunk_is_replaced_and_its_chunk_requeued_at_once(
+    workers, settings
+):
+    """The OOM killer's way: the prefork child running the chunk dies, the worker lives on.
+    ``reject_on_worker_lost`` puts the message back at once: with the production visibility
+    timeout (an hour) the job still finishes now, on the same worker's new child."""
+    settings.JOBS_CHUNK_SIZE, settings.JOBS_VERIFY_BATCH = size, _ = 10, 2
+    ids = verified_claims(40)
+    job = jobs.job_start({"all": True}, reason="pool process SIGKILL test")
+    worker = workers.start(pool="prefork", visibility_timeout_s=3600)
+    wait_for(lambda: partly_done_chunks(job, size), "a chunk under way", workers)
+    [child] = worker.pool_children()
+    os.kill(child, signal.SIGKILL)
+
+    cut_short = partly_done_chunks(job, size)
+    assert cut_short, "the pool process was killed between chunks, not in one"
+    wait_for(lambda: job_status(job) == J.DONE, "the job done by the new pool process", workers)
+
+    assert_each_claim_counted_once(job, ids)
+    assert all(c.attempts >= 2 for c in BatchChunk.objects.filter(pk__in=cut_short))
+    assert child not in worker.pool_children()
 
 
 def test_a_broker_restart_loses_the_queue_and_the_sweeper_finishes_the_job(
