@@ -157,9 +157,11 @@ def _anchors(ledger: _Ledger) -> Iterator[ChainAnchor]:
         yield from batch
 
 
-def audit_verify() -> TrailReport:
+def audit_verify(*, expect: dict[int, bytes] | None = None) -> TrailReport:
     """Recompute the whole chain and check every anchor; the report lists what is wrong, the
-    first bad entry first."""
+    first bad entry first. ``expect`` maps sequence numbers to heads an auditor noted earlier
+    (what the page and the command print): the recomputed chain must still pass through them."""
+    expect = dict(expect or {})
     report = TrailReport()
     report.pending = AuditEntry.objects.filter(seq__isnull=True).count()
     ledger = _Ledger(report)
@@ -193,6 +195,11 @@ def audit_verify() -> TrailReport:
                 "after it was chained"
             )
         stored_prev = stored
+        if seq in expect and expect.pop(seq) != recomputed:
+            report.problem(
+                f"entry #{seq}: the chain recomputed up to here differs from the head noted "
+                "earlier: the trail was rewritten up to here"
+            )
         while next_anchor is not None and next_anchor.seq <= seq:
             _check_anchor(
                 report, ledger, next_anchor, recomputed if next_anchor.seq == seq else None
@@ -204,6 +211,8 @@ def audit_verify() -> TrailReport:
             f"the anchor of entry #{a.seq} (ledger leaf {a.leaf_index}) covers entries the trail "
             f"no longer holds: it ends at #{report.head_seq} (entries deleted?)"
         )
+    for seq in sorted(expect):
+        report.problem(f"entry #{seq}, whose head was noted earlier, is no longer in the trail")
     return report
 
 

@@ -143,6 +143,8 @@ def test_verify_says_ok_then_names_the_first_bad_entry():
     assert 'data-testid="verify-ok"' in ok
     assert "Entries #1 to #8 are anchored and unaltered" in ok
     assert "<html" not in ok  # htmx gets the panel only
+    head = bytes(AuditEntry.objects.get(seq=8).hash).hex()
+    assert f'data-testid="receipt">8:{head}</span>' in ok  # what an auditor notes
 
     with h.tampering() as cursor:
         cursor.execute("UPDATE audit_auditentry SET why = 'covered after all' WHERE seq = 4")

@@ -205,3 +205,44 @@ def test_an_anchor_pointed_at_another_leaf_is_caught(trail):
     with h.tampering() as cursor:
         cursor.execute("UPDATE audit_chainanchor SET leaf_index = 9999 WHERE seq = 8")
     _caught("the anchor of entry #8 (ledger leaf 9999): the ledger has no such leaf")
+
+
+def test_a_rewrite_with_new_anchors_is_caught_by_a_head_noted_earlier(trail):
+    """The documented limit: someone who rewrites the entries, the anchor rows *and* appends new
+    anchors with the member's key is caught by an auditor's receipt of an earlier head."""
+    from django.utils import timezone
+
+    from audit import chain
+    from ledger import services
+
+    out = io.StringIO()
+    call_command("audit_verify", stdout=out)
+    receipt = out.getvalue().split("chain head: ")[1].split()[0]  # "8:<hex>"
+    assert receipt.startswith("8:")
+
+    _set(2, "why", "a better-sounding reason")
+    h.rehash_from(2)
+    with h.tampering() as cursor:
+        cursor.execute("DELETE FROM audit_chainanchor")
+    for seq in (6, 8):
+        chain._anchor(seq, bytes(AuditEntry.objects.get(seq=seq).hash), timezone.now())
+    services.ledger_seal()
+    assert audit_verify().ok  # nothing in this database contradicts the forgery...
+
+    err = io.StringIO()
+    with pytest.raises(CommandError, match="AUDIT TRAIL MISMATCH"):
+        call_command("audit_verify", expect=[receipt], stdout=io.StringIO(), stderr=err)
+    assert "first bad entry: entry #8: the chain recomputed up to here differs" in err.getvalue()
+
+
+@pytest.mark.parametrize("bad", ["8", "x:00", "8:abcd", "-1:" + "00" * 32])
+def test_a_malformed_receipt_is_refused_clearly(trail, bad):
+    with pytest.raises(CommandError, match="write SEQ:HEAD"):
+        call_command("audit_verify", expect=[bad], stdout=io.StringIO())
+
+
+def test_a_receipt_beyond_the_trail_is_reported(trail):
+    err = io.StringIO()
+    with pytest.raises(CommandError):
+        call_command("audit_verify", expect=["99:" + "00" * 32], stdout=io.StringIO(), stderr=err)
+    assert "entry #99, whose head was noted earlier, is no longer in the trail" in err.getvalue()

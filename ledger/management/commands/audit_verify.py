@@ -16,15 +16,27 @@ class Command(BaseCommand):
         "ledger itself."
     )
 
-    def handle(self, *args, **options):
-        report = audit_verify()
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--expect",
+            action="append",
+            default=[],
+            metavar="SEQ:HEAD",
+            help=(
+                "a chain head noted earlier (as this command prints it: sequence number, colon, "
+                "64 hex digits); the recomputed chain must still pass through it (repeatable)"
+            ),
+        )
+
+    def handle(self, *args, expect=(), **options):
+        report = audit_verify(expect=dict(_receipt(text) for text in expect))
         self.stdout.write(
             f"checked {report.entries} chained entries and {report.anchors} anchors against the "
             f"signed checkpoint of size {report.checkpoint_size}; {report.pending} entries "
             f"pending (not chained yet), {report.anchors_unsealed} anchors not sealed yet"
         )
         if report.ok:
-            self.stdout.write(f"chain head: #{report.head_seq} {report.head.hex()}")
+            self.stdout.write(f"chain head: {report.head_seq}:{report.head.hex()}")
             self.stdout.write(
                 self.style.SUCCESS(
                     f"AUDIT TRAIL OK: entries #1 to #{report.anchored_seq} are anchored and "
@@ -42,3 +54,14 @@ class Command(BaseCommand):
         for problem in report.problems[1:]:
             self.stderr.write(f"  - {problem}")
         raise CommandError(f"AUDIT TRAIL MISMATCH: {len(report.problems)} problem(s) found")
+
+
+def _receipt(text: str) -> tuple[int, bytes]:
+    seq, _, head = text.strip().lstrip("#").partition(":")
+    try:
+        value = bytes.fromhex(head)
+        if not seq.isdigit() or len(value) != 32:
+            raise ValueError
+    except ValueError:
+        raise CommandError(f"--expect {text!r}: write SEQ:HEAD, e.g. 8:<64 hex digits>") from None
+    return int(seq), value
