@@ -209,6 +209,11 @@ def cases(count: int, providers: list[int]) -> dict[str, tuple[str, bool]]:
             "/queue/counts/?failed_check=signature",
             False,
         ),
+        "status counts (failed check = procedure)": (
+            "/queue/counts/?failed_check=procedure",
+            False,
+        ),
+        "status counts (verdict = needs review)": ("/queue/counts/?verdict=needs_review", False),
     }
 
 
@@ -305,10 +310,8 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
 
     ref_p50, ref_p95 = _pct(reference, 0.5), _pct(reference, 0.95)
     lines = []
-    worst = 0.0
     for name, ms in timings.items():
         p50, p95 = _pct(ms, 0.5), _pct(ms, 0.95)
-        worst = max(worst, p95)
         lines.append(
             [name, fmt(p50, "ms"), fmt(p95, "ms"), str(rows_seen[name]), str(queries[name]),
              "yes" if p95 < AIM_MS else "NO"]
@@ -323,17 +326,22 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
                 note=f"p50 {p50:.1f} ms, p95 {p95:.1f} ms",
             )
         )
-    result.rows.append(
-        Row(
-            figure="every case: 100 ms / worst p95",
-            value=AIM_MS / worst,
-            unit="",
-            reference="the aim, p95 < 100 ms",
-            reference_value=1.0,
-            aim=1.0,
-            note=f"worst p95 {worst:.1f} ms",
+    for kind, names in (
+        ("page", [n for n in timings if not n.startswith("status counts")]),
+        ("status counts", [n for n in timings if n.startswith("status counts")]),
+    ):
+        worst_p95, worst_name = max((_pct(timings[n], 0.95), n) for n in names)
+        result.rows.append(
+            Row(
+                figure=f"every {kind} case: 100 ms / worst p95",
+                value=AIM_MS / worst_p95,
+                unit="",
+                reference="the aim, p95 < 100 ms",
+                reference_value=1.0,
+                aim=1.0,
+                note=f"worst p95 {worst_p95:.1f} ms ({worst_name})",
+            )
         )
-    )
     print(
         "\n"
         + table(
