@@ -1,7 +1,7 @@
 """What the audit trail adds to a seal: ``ledger_seal`` with N pending audit entries against the
 same seal with none, each with the same 1,000 pending ledger leaves (docs/audit-trail.md).
 
-    CLAIMPROOF_BENCH_DB=<name> .venv/bin/python -m audit.bench_seal [--quick]
+    .venv/bin/python bench/run.py --only audit [--quick]
 
 Written to the interface of bench/run.py (NAME, TITLE, ``run(sizes, state)``), so it can be
 registered there as ``bench/bench_audit.py``; run as a module it makes its own bench database.

@@ -34,6 +34,7 @@ BENCHMARKS = [
     "seal",
     "proofs",
     "anchors",
+    "audit",
     "claims",
     "intake",
     "e2e",

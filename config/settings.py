@@ -280,3 +280,7 @@ REVIEW_FOUR_EYES_ABOVE = Decimal(env("REVIEW_FOUR_EYES_ABOVE", default="1000.00"
 REVIEW_SENIOR_ABOVE = Decimal(env("REVIEW_SENIOR_ABOVE", default="10000.00"))
 REVIEW_HOLD_TTL_S = env.int("REVIEW_HOLD_TTL_S", default=1800)
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)  # one working day
+
+# --- audit trail: chained at each seal, its head anchored by this node's member ------------------
+AUDIT_ANCHOR_MEMBER = env("AUDIT_ANCHOR_MEMBER", default="acme-insurance.example")
+AUDIT_CHAIN_BATCH = env.int("AUDIT_CHAIN_BATCH", default=20_000)

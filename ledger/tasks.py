@@ -24,10 +24,18 @@ class LedgerMismatch(Exception):
 
 @shared_task(acks_late=True, ignore_result=True)
 def ledger_audit_task() -> None:
+    """The nightly check of the ledger and of the audit trail anchored on it."""
+    from audit.verify import audit_verify
+
     report = ledger_audit()
+    problems = [f"ledger audit: {p}" for p in report.problems]
     if report.ok:
         log.info("ledger audit: OK (%s leaves, %s checkpoints)", report.leaves, report.checkpoints)
-        return
-    for problem in report.problems:
-        log.error("ledger audit: %s", problem)
-    raise LedgerMismatch(f"{len(report.problems)} problem(s); see the log")
+    trail = audit_verify()
+    problems += [f"audit trail: {p}" for p in trail.problems]
+    if trail.ok:
+        log.info("audit trail: OK (%s entries, %s anchors)", trail.entries, trail.anchors)
+    for problem in problems:
+        log.error("%s", problem)
+    if problems:
+        raise LedgerMismatch(f"{len(problems)} problem(s); see the log")
