@@ -1,6 +1,6 @@
 """Which member's anchor key anchors this node's audit trail on the ledger.
 
-``AUDIT_ANCHOR_MEMBER`` (setting, else environment variable; default the demo insurer) names the
+``AUDIT_ANCHOR_MEMBER`` (setting, from the environment; default the demo insurer) names the
 consortium member that operates this node; its anchor signer key comes from
 ``AUDIT_ANCHOR_KEY`` (environment) or ``var/keys/members/<member>.key``, never from the database.
 """
@@ -17,11 +17,7 @@ DEFAULT_MEMBER = "acme-insurance.example"
 
 
 def anchor_member() -> str:
-    return (
-        getattr(settings, "AUDIT_ANCHOR_MEMBER", "")
-        or os.environ.get("AUDIT_ANCHOR_MEMBER", "")
-        or DEFAULT_MEMBER
-    )
+    return getattr(settings, "AUDIT_ANCHOR_MEMBER", "") or DEFAULT_MEMBER
 
 
 def anchor_signer_key() -> str | None:

@@ -105,11 +105,10 @@ def test_verification_passes_on_an_honest_trail_and_counts_pending_entries():
     assert "2 entries pending" in out.getvalue()
 
 
-def test_without_an_anchor_key_entries_are_chained_and_anchored_once_a_key_is_there(
-    settings, monkeypatch
-):
+def test_without_an_anchor_key_entries_are_chained_and_anchored_once_a_key_is_there(settings):
     h.node()
-    monkeypatch.setenv("AUDIT_ANCHOR_MEMBER", "nobody.example")  # this node holds no such key
+    member = settings.AUDIT_ANCHOR_MEMBER
+    settings.AUDIT_ANCHOR_MEMBER = "nobody.example"  # this node holds no such key
     h.record(2)
     services.ledger_seal()
     assert AuditEntry.objects.filter(seq__isnull=False).count() == 2
@@ -117,7 +116,7 @@ def test_without_an_anchor_key_entries_are_chained_and_anchored_once_a_key_is_th
     report = audit_verify()
     assert report.ok and (report.head_seq, report.anchored_seq, report.unanchored) == (2, 0, 2)
 
-    monkeypatch.delenv("AUDIT_ANCHOR_MEMBER")
+    settings.AUDIT_ANCHOR_MEMBER = member
     services.ledger_seal()  # no new entry, but an unanchored head
     assert ChainAnchor.objects.get().seq == 2
     assert audit_verify().anchored_seq == 2
