@@ -284,3 +284,12 @@ SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)  # one work
 # --- audit trail: chained at each seal, its head anchored by this node's member ------------------
 AUDIT_ANCHOR_MEMBER = env("AUDIT_ANCHOR_MEMBER", default="acme-insurance.example")
 AUDIT_CHAIN_BATCH = env.int("AUDIT_CHAIN_BATCH", default=20_000)
+
+# --- verifying claims against a mirror of another node's log (C2SP tlog-tiles) ---------------
+# Empty LEDGER_MIRROR_URL: claims are proven against this node's own ledger tables.
+LEDGER_MIRROR_URL = env("LEDGER_MIRROR_URL", default="")
+LEDGER_MIRROR_LOG_KEY = env("LEDGER_MIRROR_LOG_KEY", default="")
+# empty: the live cosigning keys of the members this node knows
+LEDGER_MIRROR_WITNESS_KEYS = env.json("LEDGER_MIRROR_WITNESS_KEYS", default=[])
+LEDGER_MIRROR_CHECKPOINT_TTL_S = env.float("LEDGER_MIRROR_CHECKPOINT_TTL_S", default=5.0)
+LEDGER_MIRROR_TIMEOUT_S = env.float("LEDGER_MIRROR_TIMEOUT_S", default=5.0)
