@@ -1,8 +1,10 @@
 import base64
 
 from django.contrib import admin, messages
+from django.db import transaction
 from django.utils import timezone
 
+from audit.services import audit_record
 from ledger.models import Checkpoint, Cosignature, ForkEvidence, Leaf, Member, MemberKey
 
 
@@ -43,12 +45,33 @@ class MemberKeyAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request, obj=None):
         return False
 
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            if not change:
+                audit_record(
+                    actor=request.user,
+                    action="member_key.add",
+                    target=f"member_key:{obj.key_id}",
+                    data={"member": obj.member.name, "purpose": obj.purpose},
+                )
+
     @admin.action(description="Revoke the selected keys now")
     def revoke(self, request, queryset):
-        n = queryset.filter(revoked_at__isnull=True).update(
-            revoked_at=timezone.now(), revocation_reason="revoked by an operator in the admin"
-        )
-        self.message_user(request, f"{n} key(s) revoked.", messages.SUCCESS)
+        reason = "revoked by an operator in the admin"
+        with transaction.atomic():
+            keys = list(queryset.select_for_update().filter(revoked_at__isnull=True))
+            now = timezone.now()
+            for key in keys:
+                MemberKey.objects.filter(pk=key.pk).update(revoked_at=now, revocation_reason=reason)
+                audit_record(
+                    actor=request.user,
+                    action="member_key.revoke",
+                    target=f"member_key:{key.key_id}",
+                    why=reason,
+                    data={"member": key.member.name, "purpose": key.purpose},
+                )
+        self.message_user(request, f"{len(keys)} key(s) revoked.", messages.SUCCESS)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):

@@ -3,6 +3,7 @@
 import pytest
 from django.contrib.auth import get_user_model
 
+from audit.models import AuditEntry
 from tests.claims import factories as f
 
 pytestmark = pytest.mark.django_db
@@ -63,6 +64,25 @@ def test_a_provider_key_is_revoked_from_the_admin(operator_client):
     assert response.status_code == 200
     kit.key.refresh_from_db()
     assert kit.key.revoked_at is not None
+    entry = AuditEntry.objects.get(action="key.revoke")
+    assert entry.actor_label == "op" and entry.target == f"key:{kit.key.kid}"
+
+
+def test_a_member_key_revoked_in_the_admin_is_in_the_audit_trail(operator_client):
+    f.ledger_node()
+    from ledger.models import MemberKey
+
+    key = MemberKey.objects.filter(purpose="anchor").first()
+    response = operator_client.post(
+        "/admin/ledger/memberkey/",
+        {"action": "revoke", "_selected_action": [key.pk]},
+        follow=True,
+    )
+    assert response.status_code == 200 and "1 key(s) revoked." in response.content.decode()
+    key.refresh_from_db()
+    assert key.revoked_at is not None
+    entry = AuditEntry.objects.get(action="member_key.revoke")
+    assert entry.actor_label == "op" and entry.data["member"] == key.member.name
 
 
 def test_member_keys_are_never_deleted_or_rewritten_in_the_admin(operator_client):
