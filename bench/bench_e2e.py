@@ -120,8 +120,10 @@ def start_worker(log: Path) -> subprocess.Popen:
     bin_dir = Path(sys.executable).parent
     return subprocess.Popen(
         [str(bin_dir / "celery"), "-A", "config", "worker", "-Q", queue_name(),
-         f"--concurrency={CELERY_CONCURRENCY}", "--loglevel=WARNING", "--without-gossip",
-         "--without-mingle", "--without-heartbeat", f"--hostname=bench-{os.getpid()}@%h"],
+         f"--concurrency={CELERY_CONCURRENCY}",
+         f"--loglevel={os.environ.get('CLAIMPROOF_BENCH_WORKER_LOG', 'WARNING')}",
+         "--without-gossip", "--without-mingle", "--without-heartbeat",
+         f"--hostname=bench-{os.getpid()}@%h"],
         cwd=ROOT, env=child_env(), stdout=log.open("ab"), stderr=subprocess.STDOUT,
         preexec_fn=_die_with_parent,
     )  # fmt: skip

@@ -11,6 +11,7 @@ claims whose task was lost.
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
 from django.conf import settings
@@ -22,6 +23,7 @@ from claims.states import ClaimStatus
 from claims.verification import claim_verify, claim_verify_many, claims_to_sweep
 
 log = logging.getLogger(__name__)
+HELD_RETRY_S = 1.0  # a claim another worker's batch holds is looked at again after this
 
 
 def verify_backoff_s(retries: int, claim: Claim | None = None) -> float:
@@ -45,6 +47,8 @@ def claim_verify_task(self, claim_id: int) -> None:
     service turns a wait longer than CLAIMS_VERIFY_WAIT_MAX_S into needs_review)."""
     try:
         claim = _verify(claim_id, first_attempt=self.request.retries == 0)
+        if claim is None:  # another worker's batch holds it: look again once it has committed
+            raise self.retry(countdown=HELD_RETRY_S)
     except Claim.DoesNotExist:
         log.warning("claim %s does not exist: nothing to verify", claim_id)
         return
@@ -54,19 +58,23 @@ def claim_verify_task(self, claim_id: int) -> None:
         raise self.retry(countdown=verify_backoff_s(self.request.retries, claim))
 
 
-def _verify(claim_id: int, *, first_attempt: bool) -> Claim:
+def _verify(claim_id: int, *, first_attempt: bool) -> Claim | None:
     """A claim a batch already concluded costs one query. On a first attempt, a received claim
     is verified in a batch with up to CLAIMS_VERIFY_BATCH - 1 other received claims (their own
-    tasks then find them concluded); a retry, or a claim another worker holds, goes alone. A
-    batch that fails for another reason than the database is logged and this claim verified
-    alone."""
+    tasks then find them concluded); a retry goes alone. None: another worker's batch holds the
+    claim right now (waiting on its lock would idle this worker; the task looks again shortly,
+    and finds it concluded, or waiting for a checkpoint and then retries as usual). A batch
+    that fails for another reason than the database is logged and this claim verified alone."""
     claim = Claim.objects.get(pk=claim_id)
     if claim.status not in (ClaimStatus.RECEIVED, ClaimStatus.VERIFYING):
         return claim  # concluded (by a batch, or by an earlier delivery): nothing to do
     size = int(getattr(settings, "CLAIMS_VERIFY_BATCH", 50))
     if first_attempt and size > 1 and claim.status == ClaimStatus.RECEIVED:
         try:
+            began = time.perf_counter()
             claims = claim_verify_many(claim_ids=[claim_id], pull=size - 1)
+            log.info("verified %d claims in one batch in %.0f ms", len(claims),
+                     (time.perf_counter() - began) * 1e3)  # fmt: skip
         except (OperationalError, InterfaceError):
             raise
         except Exception:
@@ -75,6 +83,8 @@ def _verify(claim_id: int, *, first_attempt: bool) -> Claim:
             mine = next((c for c in claims if c.pk == claim_id), None)
             if mine is not None:
                 return mine
+            if Claim.objects.filter(pk=claim_id, status=ClaimStatus.RECEIVED).exists():
+                return None  # skipped: locked by another worker's batch
     return claim_verify(claim_id=claim_id)
 
 
