@@ -132,11 +132,12 @@ def queue(request: HttpRequest) -> HttpResponse:
 @requires(Ability.READ_CLAIMS)
 @require_GET
 def queue_counts(request: HttpRequest) -> HttpResponse:
-    """The status tabs with how many claims of each status match the other filters."""
+    """How many claims of each status match the other filters: the tabs' count cells, out of
+    band (the tabs themselves stay: a late answer never unchecks what the user just chose)."""
     query, _ = q.queue_query_parse(request.GET)
     return render(
         request,
-        "review/_queue_counts.html",
+        "review/_queue_count_values.html",
         {"query": query, "tabs": _tabs(q.status_counts(query))},
     )
 

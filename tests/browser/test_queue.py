@@ -75,9 +75,18 @@ def test_filters_swap_the_table_and_push_a_url_that_opens_the_same_view(
     expect(page.locator("table.queue tbody tr[id^='claim-row-']")).to_have_count(1)
     expect(page.get_by_test_id("tab-needs_review").locator("input")).to_be_checked()
 
-    # keyboard: "/" searches, j moves to a claim, Enter opens it
+    # a column header sorts; the form's sort follows, so the next filter keeps it
     page.get_by_test_id("tab-all").click()
     expect(page.locator("table.queue tbody tr[id^='claim-row-']")).to_have_count(2)
+    page.get_by_role("link", name=re.compile("^Total")).click()
+    expect(page).to_have_url(re.compile(r"sort=amount_desc"))
+    expect(page.get_by_label("Sort")).to_have_value("amount_desc")
+    expect(page.locator("#queue-results select")).to_have_count(0)
+    expect(page.locator("table.queue tbody tr[id^='claim-row-']").first).to_have_id(
+        f"claim-row-{flagged.pk}"
+    )
+
+    # keyboard: "/" searches, j moves to a claim, Enter opens it
     page.keyboard.press("/")
     expect(page.locator("#q")).to_be_focused()
     page.keyboard.type(verified.public_id.hex[:8])

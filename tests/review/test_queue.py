@@ -394,11 +394,13 @@ def test_counts_per_status_follow_the_other_filters(kit, lab, adjuster) -> None:
     assert counts[S.REJECTED] == 1
     assert counts[S.PAID] == 0
     assert q.status_counts(q.QueueQuery(), cap=2)[S.VERIFIED] == 2  # capped
-    page = adjuster.get(f"/queue/counts/?provider={kit.provider.pk}&status=rejected").text
-    tab = re.search(r'data-testid="tab-verified">(.*?)</label>', page, re.S).group(1)
-    assert '<span class="count">3</span>' in tab
+    cells = adjuster.get(f"/queue/counts/?provider={kit.provider.pk}&status=rejected").text
+    assert '<span class="count" id="count-verified" hx-swap-oob="true">3</span>' in cells
+    assert '<span class="count" id="count-all" hx-swap-oob="true">4</span>' in cells
+    assert "checked" not in cells  # the tabs' state is the user's, not the counts'
+    page = adjuster.get(f"/queue/?provider={kit.provider.pk}&status=rejected").text
     rejected = re.search(r'data-testid="tab-rejected">(.*?)</label>', page, re.S).group(1)
-    assert "checked" in rejected
+    assert "checked" in rejected and 'id="count-rejected"' in rejected
 
 
 # --- htmx -------------------------------------------------------------------------------------
