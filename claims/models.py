@@ -127,10 +127,10 @@ class Claim(models.Model):
             models.Index(fields=["status", "-created_at"], name="claim_status_created"),
             # the adjusters' queue walks these from a keyset boundary (review/queue.py)
             models.Index(fields=["created_at", "id"], name="claim_queue_created"),
-            # total and verdict ride along so that capped counts per status stay index-only
+            # total and verdict ride along (last, not INCLUDE: SQLite has no INCLUDE) so that capped
+            # counts per status stay index-only
             models.Index(
-                fields=["status", "created_at", "id"],
-                include=["total", "verdict"],
+                fields=["status", "created_at", "id", "total", "verdict"],
                 name="claim_queue_status",
             ),
             models.Index(fields=["provider", "created_at", "id"], name="claim_queue_provider"),

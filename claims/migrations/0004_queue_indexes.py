@@ -19,8 +19,7 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name="claim",
             index=models.Index(
-                fields=["status", "created_at", "id"],
-                include=["total", "verdict"],
+                fields=["status", "created_at", "id", "total", "verdict"],
                 name="claim_queue_status",
             ),
         ),
