@@ -106,7 +106,8 @@ def start_gunicorn(log: Path, workers: int = WORKERS, threads: int = THREADS):
     proc = subprocess.Popen(
         [str(bin_dir / "gunicorn"), "config.wsgi", f"--bind=127.0.0.1:{port}",
          f"--workers={workers}", f"--threads={threads}", "--worker-class=gthread",
-         "--keep-alive=30", "--log-level=warning"],
+         "--keep-alive=30", "--log-level=warning",
+         "--no-control-socket"],  # gunicorn 27: else one control socket path per user, shared
         cwd=ROOT, env=child_env(), stdout=log.open("ab"), stderr=subprocess.STDOUT,
         preexec_fn=_die_with_parent,
     )  # fmt: skip
