@@ -259,6 +259,8 @@ CLAIMS_VERIFY_BACKOFF_BASE_S = env.float("CLAIMS_VERIFY_BACKOFF_BASE_S", default
 CLAIMS_VERIFY_BACKOFF_MAX_S = env.float("CLAIMS_VERIFY_BACKOFF_MAX_S", default=300.0)
 # The sweeper re-queues claims stuck in received/verifying longer than this.
 CLAIMS_SWEEP_AFTER_S = env.int("CLAIMS_SWEEP_AFTER_S", default=600)
+# A worker verifies its claim and up to this many others waiting, in one transaction.
+CLAIMS_VERIFY_BATCH = env.int("CLAIMS_VERIFY_BATCH", default=50)
 
 # --- batch jobs (docs/jobs.md) -----------------------------------------------------------------
 JOBS_CHUNK_SIZE = env.int("JOBS_CHUNK_SIZE", default=200)  # claims per chunk task
