@@ -62,6 +62,10 @@ def test_demo_load_tells_the_whole_story_once():
     assert waiting, "a four-eyes claim waits for its second approval"
     assert Approval.objects.values("claim").distinct().count() < Approval.objects.count()
 
+    from audit.models import AuditEntry
+
+    assert not AuditEntry.objects.filter(seq__isnull=True).exists()  # chained and anchored
+
     frauds = Claim.objects.filter(provider_reference="", status=S.REJECTED)
     assert sorted(sorted(_failed(c)) for c in frauds) == sorted(
         [

@@ -54,6 +54,10 @@ class Command(BaseCommand):
         decided = demo_decide()
         demo_backdate()
         paid = _pay()
+        # chain the audit trail written so far and anchor its head, as beat does every few seconds
+        from ledger.services import ledger_seal_and_cosign
+
+        ledger_seal_and_cosign()
         self.stdout.write(
             f"submitted {made['honest']} honest claims and {made['fraud']} frauds; "
             f"{live} are left for the worker to verify"
