@@ -8,7 +8,10 @@ transaction.
 
 from __future__ import annotations
 
-from django.db import models, transaction
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import connection, models, transaction
 from django.utils import timezone
 
 
@@ -126,6 +129,154 @@ def claim_transitions(
     for name, value in values.items():
         setattr(claim, name, value)
     return claim
+
+
+Step = tuple[str, str, dict | None]  # to, reason, snapshot
+Move = tuple[Any, Sequence[Step], dict | None]  # claim, steps, fields
+_CHUNK = 500  # moves per UPDATE: far below either database's limit on parameters
+
+
+def claim_transitions_many(moves: Sequence[Move], *, actor=None) -> list:
+    """Move many claims at once, each as :func:`claim_transitions` would move it (same rows:
+    the claim's columns, one ``ClaimEvent`` and one audit entry per step, its billed anchors
+    released when it leaves a live state), in a constant number of statements: one
+    ``UPDATE ... FROM (VALUES ...)`` whose compare-and-set is each row's old status, one INSERT
+    of the events, one of the audit entries, one UPDATE of the anchors.
+
+    ``moves`` are (claim, steps, fields); a move with no steps writes only its fields (still
+    compare-and-set). Every step is checked against the table first: ``InvalidTransition``
+    raises before anything is written. Returns the claims that did not move because someone
+    moved them first (what ``ConcurrentTransition`` says for one claim): nothing was written
+    for them and they are left as they were; the others are updated in place.
+    """
+    from audit.models import AuditEntry
+    from claims.models import BilledAnchor, ClaimEvent
+
+    planned = []  # (claim, old, steps, values, leaves live)
+    seen: set[int] = set()
+    for claim, steps, fields in moves:
+        if claim.pk in seen:
+            raise ValueError(f"claim {claim.pk} is moved twice in one call")
+        seen.add(claim.pk)
+        old = at = claim.status
+        leaves_live = False
+        for to, _, _ in steps:
+            if to not in TRANSITIONS.get(at, frozenset()):
+                raise InvalidTransition(at, to)
+            leaves_live |= at in LIVE and to not in LIVE
+            at = to
+        values = {"updated_at": timezone.now(), **(fields or {}), "status": at}
+        planned.append((claim, old, list(steps), values, leaves_live))
+    if not planned:
+        return []
+    if not _update_from_returns():  # SQLite before 3.35: no RETURNING, one claim at a time
+        return _one_by_one(planned, actor)
+
+    with transaction.atomic(savepoint=False):
+        moved: set[int] = set()
+        for start in range(0, len(planned), _CHUNK):
+            moved |= _update_many(planned[start : start + _CHUNK])
+        done = [p for p in planned if p[0].pk in moved]
+        releasing = [claim.pk for claim, *_, leaves_live in done if leaves_live]
+        if releasing:
+            BilledAnchor.objects.filter(claim_id__in=releasing).update(live=False)
+        events, entries = [], []
+        for claim, old, steps, values, _ in done:
+            before = old
+            for to, reason, snapshot in steps:
+                events.append(
+                    ClaimEvent(claim_id=claim.pk, at=values["updated_at"], actor=actor,
+                               old_status=before, new_status=to, reason=reason,
+                               snapshot=snapshot or {})
+                )  # fmt: skip
+                before = to
+            entries += _audit_entries(claim, old, steps, actor, values["updated_at"])
+        if events:
+            ClaimEvent.objects.bulk_create(events)
+        if entries:
+            AuditEntry.objects.bulk_create(entries)
+    for claim, _, _, values, _ in done:
+        for name, value in values.items():
+            setattr(claim, name, value)
+    return [claim for claim, *_ in planned if claim.pk not in moved]
+
+
+def _update_from_returns() -> bool:
+    """UPDATE ... FROM ... RETURNING: PostgreSQL, and SQLite from 3.35."""
+    if connection.vendor == "sqlite":
+        import sqlite3
+
+        return sqlite3.sqlite_version_info >= (3, 35)
+    return connection.vendor == "postgresql"
+
+
+def _one_by_one(planned: list, actor) -> list:
+    lost = []
+    with transaction.atomic(savepoint=False):
+        for claim, _, steps, values, _ in planned:
+            fields = {k: v for k, v in values.items() if k != "status"}
+            try:
+                claim_transitions(claim=claim, steps=steps, fields=fields, actor=actor)
+            except ConcurrentTransition:
+                lost.append(claim)
+    return lost
+
+
+def _update_many(planned: list) -> set[int]:
+    """One compare-and-set UPDATE for ``planned``; the ids of the rows it moved.
+
+    VALUES columns: id, old status, then each written column; a column that not every move
+    writes comes with a flag column (CASE keeps the row's own value where the flag is false).
+    PostgreSQL types each VALUES column from the claims_claim column (CAST); SQLite needs none.
+    """
+    from claims.models import Claim
+
+    opts = Claim._meta
+    names = list(dict.fromkeys(name for *_, values, _ in planned for name in values))
+    everywhere = {n for n in names if all(n in values for *_, values, _ in planned)}
+    pg = connection.vendor == "postgresql"
+    quote = connection.ops.quote_name
+    table = quote(opts.db_table)
+
+    def cast(expr: str, field) -> str:
+        return f"CAST({expr} AS {field.db_type(connection)})" if pg else expr
+
+    pk = opts.pk
+    status = opts.get_field("status")
+    sets, width = [], 2
+    for name in names:
+        field = opts.get_field(name)
+        width += 1
+        value = cast(f"v.column{width}", field)
+        if name not in everywhere:
+            width += 1
+            flag = f"CAST(v.column{width} AS boolean)" if pg else f"v.column{width}"
+            value = f"CASE WHEN {flag} THEN {value} ELSE {table}.{quote(field.column)} END"
+        sets.append(f"{quote(field.column)} = {value}")
+    params: list = []
+    for claim, old, _, values, _ in planned:
+        params += [pk.get_db_prep_value(claim.pk, connection), old]
+        for name in names:
+            field = opts.get_field(name)
+            given = name in values
+            value = values.get(name)
+            if field.is_relation and isinstance(value, models.Model):
+                value = value.pk
+            params.append(field.get_db_prep_save(value, connection) if given else None)
+            if name not in everywhere:
+                params.append(given)
+    row = "(" + ", ".join(["%s"] * width) + ")"
+    # Every name in the text comes from the model's options; every value is a parameter.
+    sql = (
+        f"UPDATE {table} SET {', '.join(sets)} "  # noqa: S608
+        f"FROM (VALUES {', '.join([row] * len(planned))}) AS v "
+        f"WHERE {table}.{quote(pk.column)} = {cast('v.column1', pk)} "
+        f"AND {table}.{quote(status.column)} = {cast('v.column2', status)} "
+        f"RETURNING {table}.{quote(pk.column)}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return {row[0] for row in cursor.fetchall()}
 
 
 def _audit_entries(claim, old: str, steps: list[tuple[str, str, dict | None]], actor, now):

@@ -4,8 +4,9 @@
 ``received`` or ``verifying`` is left alone, so a redelivered message is a no-op. The checks that
 only read run first, without a lock; then one transaction locks the claim row, reserves the
 anchors (double billing), supersedes or voids an original, replaces this run's check rows and
-moves the claim (every step of the run in one UPDATE, ``claim_transitions``). Two workers on
-one claim serialise on the row lock and the second finds it done.
+moves the claim (every step of the run in one UPDATE, ``claim_transitions_many``). Two workers on
+one claim serialise on the row lock and the second finds it done. A batch
+(``claim_verify_many``) moves all its claims in one ``claim_transitions_many``.
 
 A run is numbered (``Claim.verification_runs``): received -> verifying starts run 1, and
 ``claim_reverify`` (batch jobs) starts the next. While a run waits for a final checkpoint, each
@@ -43,7 +44,14 @@ from claims.checks import fhir as fhir_check
 from claims.checks import ledger as ledger_check
 from claims.checks import signature as signature_check
 from claims.models import Claim, ClaimCheck, ClaimItem
-from claims.states import ClaimStatus, claim_transition, claim_transitions
+from claims.states import (
+    LIVE,
+    ClaimStatus,
+    ConcurrentTransition,
+    Move,
+    claim_transition,
+    claim_transitions_many,
+)
 
 log = logging.getLogger(__name__)
 S = ClaimStatus
@@ -74,8 +82,9 @@ def claim_verify_many(*, claim_ids: Iterable[int] = (), pull: int = 0) -> list[C
     fewer claims than asked. Every claim is checked and concluded exactly as
     :func:`claim_verify` would (same checks, rows, steps and verdicts); a claim still
     ``verifying`` afterwards waits for a final checkpoint, and its caller should try it again
-    later (``claim_verify_task`` with backoff). Statements per batch: about ten, plus those of
-    ``claim_transitions`` for each claim.
+    later (``claim_verify_task`` with backoff). Statements per batch: about fifteen, whatever
+    its size (one claim per statement only for corrections and voids, which supersede or void
+    their original one at a time).
     """
     ids = list(dict.fromkeys(claim_ids))
     with transaction.atomic():
@@ -236,13 +245,25 @@ def _conclude(ctx: Context, results: list[Result], correction) -> Claim:
 @dataclass
 class _Writes:
     """The rows verification runs write, gathered so that a batch writes each table once: the
-    earlier attempt's check rows go, the new ones come, the items are adjudicated."""
+    claims move (``claim_transitions_many``), the earlier attempt's check rows go, the new ones
+    come, the items are adjudicated."""
 
+    moves: list[Move] = field(default_factory=list)
+    releases: bool = False  # a pending move takes a claim out of a live state
     reruns: list[tuple[int, int]] = field(default_factory=list)  # (claim, run) to clear
     checks: list[ClaimCheck] = field(default_factory=list)
     items: list[str] = field(default_factory=list)  # claim, sequence, url, verdict, reason
 
+    def flush_moves(self) -> None:
+        """Move the claims now. Every claim of a batch is locked: a claim that did not move is
+        a bug (or a correction that superseded its original in the batch), and the batch fails
+        as a lost compare-and-set fails a single run."""
+        moves, self.moves, self.releases = self.moves, [], False
+        if lost := claim_transitions_many(moves):
+            raise ConcurrentTransition(f"claims {[c.pk for c in lost]} moved during verification")
+
     def flush(self) -> None:
+        self.flush_moves()
         if self.reruns:
             where = Q()
             for claim_id, run in self.reruns:
@@ -271,6 +292,10 @@ def _settle(ctx: Context, results: list[Result], correction, writes: _Writes) ->
     gave_up = _gave_up(claim, results, now)
     if gave_up:  # before billing: a correction that gave up waiting is billed like any claim
         _stop_waiting(results, claim, now)
+    if writes.moves and (writes.releases or correction is not None):
+        # Billing must see the batch's earlier claims as they now stand: the anchors they
+        # release, an original they concluded (rare: re-verifications, corrections).
+        writes.flush_moves()
     double = _double_billing(ctx, results, correction)
     results = _ordered(results, double)
     if gave_up:
@@ -310,13 +335,13 @@ def _settle(ctx: Context, results: list[Result], correction, writes: _Writes) ->
     if voided:
         reason = f"a void request: it voided claim {correction.named} and is not paid itself"
         steps.append((S.VOIDED, reason, snapshot))
-    if steps:
-        claim_transitions(claim=claim, steps=steps, fields=fields)
-    else:  # still waiting, as the last attempt of this run was
-        Claim.objects.filter(pk=claim.pk).update(**fields)
-        for name, value in fields.items():
-            setattr(claim, name, value)
-    _adjudicate(ctx, claim.status, results, writes)
+    # No steps: still waiting, as the last attempt of this run was (only the fields change).
+    writes.moves.append((claim, steps, fields))
+    at = claim.status
+    for to, _, _ in steps:
+        writes.releases |= at in LIVE and to not in LIVE
+        at = to
+    _adjudicate(ctx, at, results, writes)
 
 
 def _ordered(results: list[Result], double: Result | None) -> list[Result]:
