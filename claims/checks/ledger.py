@@ -26,10 +26,10 @@ from django.db.models import Count, IntegerField, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 
 from claims.checks import FAIL, PASS, WAIT, Context, Result, b64, iso
-from ledger import anchor, keys, merkle, note, proofs
+from ledger import anchor, forks, keys, merkle, mirror, mirror_source, note, proofs
 from ledger.checkpoint import Checkpoint as CheckpointBody
 from ledger.checkpoint import CheckpointError
-from ledger.models import Checkpoint, Cosignature, Leaf, MemberKey
+from ledger.models import Checkpoint, Cosignature, ForkEvidence, Leaf, MemberKey
 
 PREFIX = "procedure:"
 NAME_MAX = 80  # ClaimCheck.name
@@ -60,6 +60,7 @@ class Judged:
     forked: str | None  # why this is not the log's checkpoint; None when it is
     cosigners: tuple[tuple[str, int], ...]  # (member, cosignature timestamp) that verified
     ignored: tuple[str, ...]  # cosignatures that do not count, and why
+    fork_evidence: dict | None = None  # the ForkEvidence row that contradicts this tree
 
     @property
     def final(self) -> bool:
@@ -75,6 +76,7 @@ class Judged:
             "final": self.final,
             **({"forked": self.forked} if self.forked else {}),
             **({"not_counted": list(self.ignored)} if self.ignored else {}),
+            **({"fork_evidence": self.fork_evidence} if self.fork_evidence else {}),
         }
 
 
@@ -82,6 +84,9 @@ def check(ctx: Context) -> list[Result]:
     disclosed = ctx.disclosed
     if not disclosed:
         return []
+    source = mirror_source.mirror_source()
+    if source is not None:
+        return _check_mirror(ctx, source)
     pre = ctx.prefetched
     leaves = pre.leaves if pre is not None else _leaves(disclosed)
     evidences, problems, good = [], [], []
@@ -126,9 +131,16 @@ def prefetch(disclosed) -> tuple[dict, Judged | None, Judged | None, dict]:
 
     The target is chosen for the smallest disclosed index; a claim whose leaves it does not
     cover waits, as it would alone (the newest final checkpoint is the same for every claim).
+
+    Against a mirror (``LEDGER_MIRROR_URL``) no own table is read: every disclosed leaf is
+    proven through the mirror once for the batch, and ``paths`` holds what it said
+    (:class:`Mirrored`, keyed by ``(leaf index, leaf hash)``).
     """
     if not disclosed:
         return {}, None, None, {}
+    source = mirror_source.mirror_source()
+    if source is not None:
+        return {}, None, None, _mirror_read(source, disclosed)
     leaves = _leaves(disclosed)
     head, target = _head_and_target(min(d.leaf_index for d in disclosed))
     rows = {r.index: r for r in leaves.values()}
@@ -144,14 +156,58 @@ def _head_and_target(min_index: int) -> tuple[Judged | None, Judged | None]:
         return None, None
     head = _judge_row(latest)
     if head.final or head.forked:
-        return head, head  # a final head's root is checked against the stored tree by the proofs
+        # a final head's root is checked against the stored tree by the proofs
+        [head] = _contradicted([head])
+        return head, head
     stored = _stored_root(head.size)  # a head witnesses will not cosign: an equivocating log?
     if stored is not None and stored != head.root_hash:
         return _forked(head, stored), _forked(head, stored)
     if candidate is None or candidate["pk"] == latest["pk"]:
+        [head] = _contradicted([head])
         return head, None
-    target = _judge_row(candidate)
+    head, target = _contradicted([head, _judge_row(candidate)])
     return head, target if target.final or target.forked else None
+
+
+def _contradicted(judged: list[Judged]) -> list[Judged]:
+    """``judged`` with every tree that fork evidence held by this node's witness contradicts
+    marked forked (:func:`forks.checkpoints_contradicted`: one query for all of them, on a table
+    that is empty unless the log forked)."""
+    trees = [(j.size, j.root_hash) for j in judged if j.forked is None]
+    found = forks.checkpoints_contradicted(settings.LEDGER_ORIGIN, trees) if trees else {}
+    out = []
+    for j in judged:
+        row = found.get((j.size, j.root_hash)) if j.forked is None else None
+        if row is not None:
+            j = replace(j, forked=fork_sentence(row), fork_evidence=fork_evidence(row))
+        out.append(j)
+    return out
+
+
+def fork_sentence(row: ForkEvidence) -> str:
+    """Why fork evidence ``row`` says a tree is not the history the witnesses cosigned."""
+    cosigned = f"cosigned size {row.cosigned_size}"
+    if row.cosigned_root is not None:
+        cosigned += f" root {b64(bytes(row.cosigned_root))}"
+    return (
+        f"contradicted by fork evidence #{row.pk}: witness {row.witness} {cosigned} and refused "
+        f"size {row.conflicting_size} root {b64(bytes(row.conflicting_root))}"
+    )
+
+
+def fork_evidence(row: ForkEvidence) -> dict:
+    """The evidence row as a check records it (both notes stay in the table, by id)."""
+    return {
+        "id": row.pk,
+        "witness": row.witness,
+        "kind": row.kind,
+        "reported_by": row.reported_by,
+        "cosigned_size": row.cosigned_size,
+        "cosigned_root": b64(bytes(row.cosigned_root)) if row.cosigned_root is not None else None,
+        "conflicting_size": row.conflicting_size,
+        "conflicting_root": b64(bytes(row.conflicting_root)),
+        "detected_at": iso(row.detected_at),
+    }
 
 
 # --- the leaf -----------------------------------------------------------------------------------
@@ -431,4 +487,160 @@ def _inclusion(
         f"Anchored by {evidence['member']} at leaf {index} on {evidence['anchored_at'][:10]}; "
         f"included in checkpoint {target.size} (proof of {len(path)} hashes), signed by the log "
         f"and cosigned by {names} ({len(target.cosigners)} of quorum {settings.LEDGER_QUORUM})."
+    )
+
+
+# --- against a mirror of another node's log (LEDGER_MIRROR_URL) ----------------------------------
+
+# mirror_source.mirror_prove_leaf says a wrong disclosed leaf hash with a plain MirrorError
+_LEAF_MISMATCH = "is not the disclosed leaf hash"
+
+
+@dataclass(frozen=True)
+class Mirrored:
+    """What the mirror said about one disclosed ``(leaf index, leaf hash)``."""
+
+    outcome: str | None  # WAIT or FAIL when the mirror did not prove the leaf; None when it did
+    sentence: str
+    proof: mirror_source.MirrorProof | None = None
+    row: LeafRow | None = None  # the leaf as its signed statement says (the binding check's)
+    problem: str | None = None  # why the statement is not its member's (fail)
+
+
+def _check_mirror(ctx: Context, source: mirror_source.MirrorSource) -> list[Result]:
+    """Each disclosed Procedure proven through the mirror's tiles and cosigned checkpoint."""
+    pre = ctx.prefetched
+    said = dict(pre.paths) if pre is not None else {}
+    missing = [d for d in ctx.disclosed if not isinstance(said.get(_key(d)), Mirrored)]
+    if missing:
+        said.update(_mirror_read(source, missing))
+    results = []
+    for position, d in enumerate(ctx.disclosed, start=1):
+        evidence = {
+            "full_url": d.full_url,
+            "entry": d.entry,
+            "commitment": b64(d.commitment),
+            "leaf_index": d.leaf_index,
+            "leaf_hash": b64(d.leaf_hash),
+            "source": settings.LEDGER_MIRROR_URL,
+        }
+        got = said[_key(d)]
+        outcome, sentence = _mirror_outcome(d, got, evidence)
+        if got.row is not None and got.problem is None and got.row.commitment == d.commitment:
+            ctx.leaves[d.full_url] = got.row
+        if outcome == FAIL:
+            ctx.fail_procedure(d.full_url, "procedure-not-proven")
+        results.append(Result(check_name(d.full_url, position), outcome, sentence, evidence))
+    return results
+
+
+def _key(d) -> tuple[int, bytes]:
+    return d.leaf_index, bytes(d.leaf_hash)
+
+
+def _mirror_read(
+    source: mirror_source.MirrorSource, disclosed
+) -> dict[tuple[int, bytes], Mirrored]:
+    """Prove every distinct disclosed leaf through the mirror, then check each statement's
+    signature under its member's anchor key (one query for all the keys)."""
+    out: dict[tuple[int, bytes], Mirrored] = {}
+    for d in disclosed:
+        if _key(d) not in out:
+            out[_key(d)] = _mirror_prove(source, d.leaf_index, bytes(d.leaf_hash))
+    names = {m.proof.statement.member for m in out.values() if m.proof is not None}
+    known: dict[tuple[str, str], tuple[int, str, datetime | None]] = {}
+    if names:
+        rows = MemberKey.objects.filter(
+            purpose=MemberKey.Purpose.ANCHOR, member__name__in=names
+        ).values_list("member_id", "member__name", "key_id", "verifier_key", "revoked_at")
+        for member_id, name, key_id, vkey, revoked_at in rows:
+            known[(name, key_id)] = (member_id, vkey, revoked_at)
+    return {k: _mirror_statement(m, known) if m.proof else m for k, m in out.items()}
+
+
+def _mirror_prove(source: mirror_source.MirrorSource, index: int, leaf_hash: bytes) -> Mirrored:
+    try:
+        got = mirror_source.mirror_prove_leaf(source, index, leaf_hash)
+    except mirror.NotFinal as exc:
+        return Mirrored(WAIT, (
+            f"The mirror cannot prove leaf {index} yet ({exc}): waiting for a cosigned "
+            "checkpoint that covers it."
+        ))  # fmt: skip
+    except mirror.MirrorFork as exc:
+        return Mirrored(FAIL, f"Forked checkpoint: the mirrored log signed two histories ({exc}).")
+    except mirror.MirrorError as exc:
+        if _LEAF_MISMATCH in str(exc):
+            return Mirrored(FAIL, f"Leaf {index} does not have the disclosed leaf hash.")
+        return Mirrored(WAIT, (
+            f"The mirror could not be read or gave an answer that does not check out ({exc}): "
+            "waiting to try again."
+        ))  # fmt: skip
+    except anchor.AnchorError as exc:
+        return Mirrored(FAIL, f"Leaf {index} does not hold a readable anchor statement ({exc}).")
+    return Mirrored(None, "", proof=got)
+
+
+def _mirror_statement(m: Mirrored, known: dict) -> Mirrored:
+    """Check the statement's signature: this node did not append it, the log's operator did."""
+    p = m.proof
+    st = p.statement
+    key_id = f"{st.key_id:08x}"
+    member_id, problem = 0, None
+    found = known.get((st.member, key_id))
+    if found is None:
+        problem = f"its statement is signed with anchor key {key_id} of {st.member}, unknown here"
+    else:
+        member_id, vkey, revoked_at = found
+        try:
+            anchor.statement_verify(st, vkey)
+        except anchor.AnchorError as exc:
+            problem = f"its statement does not verify ({exc})"
+        else:
+            if revoked_at is not None and st.timestamp >= revoked_at:
+                problem = f"its statement is dated after anchor key {key_id} was revoked"
+    row = LeafRow(p.index, p.leaf_hash, st.commitment, member_id, st.member, st.canonical(),
+                  st.timestamp)  # fmt: skip
+    return replace(m, row=row, problem=problem)
+
+
+def _mirror_outcome(d, m: Mirrored, evidence: dict) -> tuple[str, str]:
+    if m.proof is None:
+        return m.outcome or WAIT, m.sentence
+    p, row = m.proof, m.row
+    evidence.update(member=row.member, anchored_at=iso(row.received_at),
+                    statement_timestamp=iso(row.received_at))  # fmt: skip
+    if row.commitment != d.commitment:
+        evidence["leaf_commitment"] = b64(row.commitment)
+        return FAIL, (
+            f"Leaf {d.leaf_index} anchors another commitment: the disclosed Procedure and salt "
+            "are not what was anchored there (a wrong salt, or a Procedure changed since)."
+        )
+    if m.problem is not None:
+        return FAIL, f"Leaf {d.leaf_index} is not its member's anchor: {m.problem}."
+    cosigners = sorted(p.cosigners.items())
+    checkpoint = {
+        "size": p.size,
+        "root_hash": b64(p.root_hash),
+        "origin": p.checkpoint_text.split("\n", 1)[0],
+        "cosigners": [{"member": n, "timestamp": t} for n, t in cosigners],
+        "quorum": settings.LEDGER_QUORUM,
+        "final": p.contradicted is None,
+        "note": p.checkpoint_text,
+        "source": settings.LEDGER_MIRROR_URL,
+    }
+    evidence["checkpoint"] = checkpoint
+    if p.contradicted is not None:
+        checkpoint["forked"] = fork_sentence(p.contradicted)
+        checkpoint["fork_evidence"] = fork_evidence(p.contradicted)
+        return (
+            FAIL,
+            f"Forked checkpoint: the mirror's checkpoint {p.size} is {checkpoint['forked']}.",
+        )
+    evidence["proof"] = [b64(h) for h in p.proof]
+    names = ", ".join(n for n, _ in cosigners)
+    return PASS, (
+        f"Anchored by {row.member} at leaf {d.leaf_index} on {evidence['anchored_at'][:10]}; "
+        f"included in checkpoint {p.size} of the mirror {settings.LEDGER_MIRROR_URL} (proof of "
+        f"{len(p.proof)} hashes), signed by the log and cosigned by {names} ({len(cosigners)} of "
+        f"quorum {settings.LEDGER_QUORUM})."
     )
