@@ -19,7 +19,9 @@ Why it is built this way (see docs/fhir-validation.md):
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from functools import lru_cache
@@ -45,6 +47,7 @@ __all__ = [
     "MAX_ENTRIES",
     "MAX_ISSUES",
     "PROCEDURE_STATUS",
+    "RULES_VERSION",
     "ClaimItem",
     "ClaimProcedure",
     "Coding",
@@ -55,8 +58,14 @@ __all__ = [
     "RelatedClaim",
     "ValidatedBundle",
     "operation_outcome",
+    "trusting_intake",
     "validate_bundle",
 ]
+
+# The rules validate_bundle applies. Intake records it with each claim (Claim.fhir_rules): a
+# claim's first verification trusts intake's validation under the same rules. Raise it with any
+# change that could refuse a Bundle accepted before (models, codes, shape, money rules).
+RULES_VERSION = 1
 
 # Required code bindings of R4 that fhir.resources leaves unchecked and that we act on.
 CLAIM_STATUS = frozenset({"active", "cancelled", "draft", "entered-in-error"})
@@ -433,6 +442,8 @@ class ValidatedBundle:
     claim_index: int
     procedures: tuple[ProcedureView, ...]
     others: dict[int, Resource] = field(default_factory=dict)  # Coverage, Patient... by entry
+    # Not validated here: the views of a Bundle intake validated under these rules (0: validated)
+    intake_rules: int = 0
 
     @property
     def claim_json(self) -> Mapping[str, Any]:
@@ -580,12 +591,33 @@ def _validate_model(
     return model, []
 
 
+_TRUSTED: ContextVar[bool] = ContextVar("fhir_trusting_intake", default=False)
+
+
+@contextmanager
+def trusting_intake(rules: int) -> Iterator[bool]:
+    """Inside, :func:`validate_bundle` trusts that intake validated the Bundle when intake did
+    so under the current rules (``rules == RULES_VERSION``; the block gets True): it builds the
+    same views without the R4B models (the costly part) and marks them ``intake_rules``. Only for
+    the stored bytes of a claim intake accepted under ``rules``, never for input."""
+    token = _TRUSTED.set(rules == RULES_VERSION)
+    try:
+        yield rules == RULES_VERSION
+    finally:
+        _TRUSTED.reset(token)
+
+
 def validate_bundle(bundle: object) -> ValidatedBundle:
     """Validate a parsed claim Bundle (ideally parsed by :func:`claims.money.loads`).
 
     Raises :class:`FhirInvalid` with an OperationOutcome listing every problem found; never
     raises anything else, whatever the input.
     """
+    if _TRUSTED.get():
+        try:
+            return _as_validated(bundle)
+        except (KeyError, TypeError, ValueError, AttributeError):
+            pass  # not what intake accepted after all: validate it fully below
     try:
         return _validate(bundle)
     except FhirInvalid:
@@ -765,4 +797,69 @@ def _validate(bundle: object) -> ValidatedBundle:
             for i in procedures
         ),
         others={i: m for i, m in models.items() if i != claim_index and i not in procedures},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# A Bundle intake validated under the same rules
+
+
+class _AsSent:
+    """A resource's JSON read with the attribute names of its R4B model (``claim.item[0].sequence``,
+    ``procedure.status``), all that the views read from the models. Integers the JSON wrote as
+    ``1.0`` read as the ``int`` the model would hold."""
+
+    __slots__ = ("_json",)
+
+    def __init__(self, json: Mapping[str, Any]) -> None:
+        self._json = json
+
+    def __getattr__(self, name: str) -> Any:
+        return _as_sent(self._json.get(name))
+
+
+def _as_sent(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return _AsSent(value)
+    if isinstance(value, list):
+        return [_as_sent(v) for v in value]
+    if isinstance(value, Decimal) and value == value.to_integral_value():
+        return int(value)
+    return value
+
+
+def _as_validated(bundle: Any) -> ValidatedBundle:
+    """The views :func:`_validate` returns, for a Bundle that passed it before: one Claim, its
+    Procedures and the other accepted resources, by entry. Raises on anything else."""
+    entries = bundle["entry"]
+    claims, procedures, others = [], [], {}
+    for i, entry in enumerate(entries):
+        resource = entry["resource"]
+        rtype = resource["resourceType"]
+        if rtype not in ACCEPTED_RESOURCES:
+            raise ValueError(f"entry {i} holds a {rtype}")
+        if rtype == "Claim":
+            claims.append(i)
+        elif rtype == "Procedure":
+            procedures.append(i)
+        else:
+            others[i] = _AsSent(resource)
+    if len(claims) != 1 or not procedures:
+        raise ValueError("not one Claim and its Procedures")
+    claim_index = claims[0]
+    return ValidatedBundle(
+        json=bundle,
+        claim=_AsSent(entries[claim_index]["resource"]),  # type: ignore[arg-type]
+        claim_index=claim_index,
+        procedures=tuple(
+            ProcedureView(
+                i,
+                entries[i].get("fullUrl"),
+                _AsSent(entries[i]["resource"]),  # type: ignore[arg-type]
+                entries[i]["resource"],
+            )
+            for i in procedures
+        ),
+        others=others,  # type: ignore[arg-type]
+        intake_rules=RULES_VERSION,
     )

@@ -107,6 +107,11 @@ class Claim(models.Model):
     )
     verdict = models.CharField(max_length=20, blank=True)
     verification_runs = models.PositiveIntegerField(default=0)
+    fhir_rules = models.PositiveSmallIntegerField(
+        default=0,
+        help_text="The FHIR validation rules (fhir_validation.RULES_VERSION) intake checked the "
+        "Bundle under; 0: unknown. The first verification run trusts the same rules.",
+    )
     waiting_since = models.DateTimeField(
         null=True,
         blank=True,

@@ -180,6 +180,7 @@ def claim_submit(*, provider: Provider, user, body: bytes, idempotency_key: str)
                 signed_payload=signed_payload,
                 kid=detached.kid,
                 use=validated.use,
+                fhir_rules=fhir_validation.RULES_VERSION,
                 total=total.value if total else None,
                 currency=total.currency if total else _currency(items),
                 created_at=now,

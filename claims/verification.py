@@ -27,7 +27,7 @@ from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from claims import disclosure
+from claims import disclosure, fhir_validation
 from claims.checks import (
     FAIL,
     PASS,
@@ -205,7 +205,7 @@ def _first_checks(
 ) -> tuple[list[Result], billing.Correction | None]:
     """Every check that only reads, but the business rules (a batch reads its fee schedule
     once it knows every claim's items)."""
-    results = [signature_check.check(ctx), fhir_check.check(ctx)]
+    results = [signature_check.check(ctx), _fhir(ctx)]
     if unreadable is not None:
         results.append(unreadable)
     results += ledger_check.check(ctx)
@@ -215,6 +215,23 @@ def _first_checks(
     if related is not None:
         results.append(related)
     return results, correction
+
+
+def _fhir(ctx: Context) -> Result:
+    """The ``fhir`` check. A claim's first run trusts intake's validation when intake applied
+    the same rules (``Claim.fhir_rules``): the Bundle's views are built without the R4B models,
+    and the totals and internal references are checked as always. Every later run (batch jobs
+    re-verifying) validates in full."""
+    claim = ctx.claim
+    first_run = claim.verification_runs <= 1 and claim.status in WORKING
+    with fhir_validation.trusting_intake(claim.fhir_rules if first_run else 0):
+        result = fhir_check.check(ctx)
+    if ctx.validated is not None and ctx.validated.intake_rules:
+        said = f"validated at intake under rules v{ctx.validated.intake_rules}"
+        result.evidence["fhir_validation"] = said
+        if result.sentence.startswith("Valid FHIR R4;"):
+            result.sentence = result.sentence.replace("Valid FHIR R4;", f"Valid FHIR R4 ({said});")
+    return result
 
 
 def _last_checks(ctx: Context, results: list[Result], correction) -> list[Result]:

@@ -265,3 +265,84 @@ def test_amounts_that_do_not_add_up_fail_fhir(kit):
     assert fhir.outcome == "fail" and fhir.evidence["amount_problems"][0]["code"] == (
         "total-mismatch"
     )
+
+
+# --- the first run trusts intake's FHIR validation under the same rules ------------------------
+
+
+def _views(v: fhir_validation.ValidatedBundle) -> dict:
+    """Everything the checks read from a validated Bundle."""
+    return {
+        "use": v.use, "status": v.status, "created": v.created, "reference": v.reference,
+        "patient": v.patient, "insurer": v.insurer, "provider": v.provider,
+        "insurance": v.insurance, "related": v.related, "items": v.items,
+        "claim_procedures": v.claim_procedures, "total": v.total, "others": sorted(v.others),
+        "procedures": [(p.index, p.full_url, p.id, p.status, p.subject, p.performed, p.codes)
+                       for p in v.procedures],
+    }  # fmt: skip
+
+
+def test_views_built_without_the_models_are_those_validation_builds():
+    from tests.claims import test_official_examples as official
+
+    procedures = [official.load(n) for n in official.names("Procedure")[:3]]
+    coverage = official.load(official.names("Coverage")[0])
+    bundles = [official.wrap(official.load(n), *procedures, coverage)
+               for n in official.names("Claim")]  # fmt: skip
+    for bundle in bundles:
+        validated = fhir_validation.validate_bundle(bundle)
+        with fhir_validation.trusting_intake(fhir_validation.RULES_VERSION) as trusted:
+            as_sent = fhir_validation.validate_bundle(bundle)
+        assert trusted and as_sent.intake_rules == fhir_validation.RULES_VERSION
+        assert validated.intake_rules == 0
+        assert _views(as_sent) == _views(validated)
+
+
+def test_the_first_run_trusts_intake_validation_under_the_same_rules(kit):
+    claim, _ = claim_for(kit)
+    assert claim.fhir_rules == fhir_validation.RULES_VERSION  # intake records its rules
+    claim = verified(claim)
+
+    fhir = checks(claim)["fhir"]
+    said = f"validated at intake under rules v{fhir_validation.RULES_VERSION}"
+    assert fhir.outcome == "pass" and fhir.evidence["fhir_validation"] == said
+    assert fhir.sentence.startswith(f"Valid FHIR R4 ({said}); the amounts add up to")
+    assert claim.status == S.VERIFIED
+
+
+def test_a_trusted_bundle_still_has_its_amounts_and_references_checked(kit):
+    a = anchor_procedure(procedure())
+    resource = claim_resource([a], organization=kit.organization)
+    resource["total"]["value"] = 999.0
+    resource["item"][0]["procedureSequence"] = [7]  # no Claim.procedure 7
+    from tests.claims.factories import signed_body, submit
+
+    claim = verified(submit(kit, signed_body(kit, resource, [a])))
+    fhir = checks(claim)["fhir"]
+    assert claim.status == S.REJECTED and fhir.outcome == "fail"
+    assert fhir.evidence["fhir_validation"].startswith("validated at intake")
+    assert fhir.evidence["amount_problems"][0]["code"] == "total-mismatch"
+    assert (
+        "Claim.procedure 7, which does not exist"
+        in fhir.evidence["broken_references"][0]["problem"]
+    )
+
+
+def test_other_rules_and_later_runs_validate_in_full(kit, monkeypatch):
+    older, _ = claim_for(kit)
+    older.__class__.objects.filter(pk=older.pk).update(fhir_rules=0)  # before the column
+    bumped, _ = claim_for(kit)
+    again, _ = claim_for(kit)
+
+    assert "fhir_validation" not in checks(verified(older))["fhir"].evidence
+    with monkeypatch.context() as m:
+        m.setattr(fhir_validation, "RULES_VERSION", fhir_validation.RULES_VERSION + 1)
+        assert "fhir_validation" not in checks(verified(bumped))["fhir"].evidence
+    assert "fhir_validation" in checks(verified(again), 1)["fhir"].evidence
+
+    claim_reverify(claim_id=again.pk)  # run 2: a batch job re-verifying
+    again = verified(again)
+    assert again.verification_runs == 2 and again.status == S.VERIFIED
+    rerun = checks(again, 2)["fhir"]
+    assert rerun.outcome == "pass" and "fhir_validation" not in rerun.evidence
+    assert rerun.sentence.startswith("Valid FHIR R4; the amounts add up to")
