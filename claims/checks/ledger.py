@@ -505,15 +505,16 @@ class Mirrored:
     proof: mirror_source.MirrorProof | None = None
     row: LeafRow | None = None  # the leaf as its signed statement says (the binding check's)
     problem: str | None = None  # why the statement is not its member's (fail)
+    unreadable: bool = False  # the mirror could not be read (or its answer did not check out)
 
 
 def _check_mirror(ctx: Context, source: mirror_source.MirrorSource) -> list[Result]:
     """Each disclosed Procedure proven through the mirror's tiles and cosigned checkpoint."""
     pre = ctx.prefetched
-    said = dict(pre.paths) if pre is not None else {}
+    said = pre.paths if pre is not None else {}
     missing = [d for d in ctx.disclosed if not isinstance(said.get(_key(d)), Mirrored)]
     if missing:
-        said.update(_mirror_read(source, missing))
+        said = {**said, **_mirror_read(source, missing)}
     results = []
     for position, d in enumerate(ctx.disclosed, start=1):
         evidence = {
@@ -542,11 +543,17 @@ def _mirror_read(
     source: mirror_source.MirrorSource, disclosed
 ) -> dict[tuple[int, bytes], Mirrored]:
     """Prove every distinct disclosed leaf through the mirror, then check each statement's
-    signature under its member's anchor key (one query for all the keys)."""
+    signature under its member's anchor key (one query for all the keys). Once the mirror
+    cannot be read, the remaining leaves wait with the same sentence without asking again: a
+    down mirror costs a claim (or a batch) one timeout, not one per leaf."""
     out: dict[tuple[int, bytes], Mirrored] = {}
+    unreadable: Mirrored | None = None
     for d in disclosed:
         if _key(d) not in out:
-            out[_key(d)] = _mirror_prove(source, d.leaf_index, bytes(d.leaf_hash))
+            got = unreadable or _mirror_prove(source, d.leaf_index, bytes(d.leaf_hash))
+            if got.unreadable:
+                unreadable = got
+            out[_key(d)] = got
     names = {m.proof.statement.member for m in out.values() if m.proof is not None}
     known: dict[tuple[str, str], tuple[int, str, datetime | None]] = {}
     if names:
@@ -574,7 +581,7 @@ def _mirror_prove(source: mirror_source.MirrorSource, index: int, leaf_hash: byt
         return Mirrored(WAIT, (
             f"The mirror could not be read or gave an answer that does not check out ({exc}): "
             "waiting to try again."
-        ))  # fmt: skip
+        ), unreadable=True)  # fmt: skip
     except anchor.AnchorError as exc:
         return Mirrored(FAIL, f"Leaf {index} does not hold a readable anchor statement ({exc}).")
     return Mirrored(None, "", proof=got)
