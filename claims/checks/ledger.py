@@ -12,6 +12,12 @@ cosignatures, one round trip for all the proofs (through the tile cache: every p
 against the signed root before it counts). Checkpoint signatures are verified once per process
 per checkpoint state (:func:`_judge` is cached on the exact note, lines and keys). A batch of
 claims (``claim_verify_many``) makes these reads once for all its claims (:func:`prefetch`).
+
+A checkpoint that fork evidence held by this node's witness contradicts (``ledger.forks``) is
+forked, whatever its cosignatures: one more query per claim or batch. With ``LEDGER_MIRROR_URL``
+set, every leaf is proven through that log's C2SP tlog-tiles instead (``ledger.mirror_source``),
+and no ledger table of this node is read but the members' anchor keys. docs/verification.md,
+"Forks and mirrors".
 """
 
 from __future__ import annotations
