@@ -7,7 +7,7 @@
   redelivered planner resumes after the last planned chunk.
 * ``chunk_process`` records the claims of a chunk that are not re-verified (paid, denied...) in
   one INSERT, then re-verifies the others in batches of ``JOBS_VERIFY_BATCH``: one transaction
-  locks the batch's claims, starts a run of each, verifies them together
+  locks the batch's claims, starts a run of each (one UPDATE for all), verifies them together
   (``claim_verify_many``) and writes their ``BatchResult`` rows (unique per job and claim). Then
   one transaction moves the chunk to ``done`` (compare-and-set) and adds its counts to the job
   with ``F()``. Run twice, at once, or again after a worker died half way, it re-verifies each
@@ -28,7 +28,13 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from claims.models import Claim, ClaimCheck, Provider, ProviderKey
-from claims.states import TRANSITIONS, ClaimStatus, claim_transition, claim_transitions
+from claims.states import (
+    TRANSITIONS,
+    ClaimStatus,
+    claim_transition,
+    claim_transitions,
+    claim_transitions_many,
+)
 from claims.verification import claim_verify, claim_verify_many
 from config.errors import Conflict, Unprocessable
 from jobs.models import BatchChunk, BatchJob, BatchResult
@@ -392,9 +398,17 @@ def _reverify_together(job: BatchJob, chunk: BatchChunk, ids: list[int]) -> None
             why = f"not re-verified: the claim is {claim.status}"
             rows.append(_Outcome(R.SKIPPED, old, old, why).row(job, chunk, claim.pk, now))
             continue
-        was = claim.status
-        started.append((claim, old, was, _start_run(job, claim)))
-    if started:
+        started.append((claim, old, claim.status, claim.verification_runs + 1))
+    if started:  # every run starts in one UPDATE (as claim_reverify would, claim by claim)
+        stuck = claim_transitions_many(
+            [
+                (c, [(S.VERIFYING, f"batch job {job.pk}: re-verification (run {run})", None)],
+                 {"verification_runs": run, "waiting_since": None})
+                for c, _, _, run in started
+            ]
+        )  # fmt: skip
+        if stuck:  # we hold their locks: nobody can have moved them
+            raise RuntimeError(f"claims {[c.pk for c in stuck]} moved under our locks")
         after = {c.pk: c for c in claim_verify_many(claim_ids=[c.pk for c, *_ in started])}
         missing = [c.pk for c, *_ in started if c.pk not in after]
         if missing:  # we hold their locks: verification cannot have skipped them
