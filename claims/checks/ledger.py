@@ -15,9 +15,9 @@ claims (``claim_verify_many``) makes these reads once for all its claims (:func:
 
 A checkpoint that fork evidence held by this node's witness contradicts (``ledger.forks``) is
 forked, whatever its cosignatures: one more query per claim or batch. With ``LEDGER_MIRROR_URL``
-set, every leaf is proven through that log's C2SP tlog-tiles instead (``ledger.mirror_source``),
-and no ledger table of this node is read but the members' anchor keys. docs/verification.md,
-"Forks and mirrors".
+set, every leaf is proven through that log's C2SP tlog-tiles instead (``ledger.mirror_source``):
+of this node's ledger tables only the members' anchor keys and the fork evidence are read.
+docs/verification.md, "Forks and mirrors".
 """
 
 from __future__ import annotations
