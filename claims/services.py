@@ -17,7 +17,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from audit.services import audit_record
-from claims import disclosure, fhir_validation, jws, money
+from claims import disclosure, fhir_validation, jws, money, selectors
 from claims.models import Claim, ClaimEvent, ClaimItem, Provider, ProviderKey
 from claims.states import ClaimStatus
 from config.errors import Conflict, DomainError, TooLarge, Unprocessable
@@ -159,8 +159,7 @@ def claim_submit(*, provider: Provider, user, body: bytes, idempotency_key: str)
         validated = fhir_validation.validate_bundle(exact)
     except fhir_validation.FhirInvalid as exc:
         raise FhirRefusal(exc.outcome) from exc
-    signing_key = ProviderKey.objects.filter(kid=detached.kid).first()
-    if signing_key is None or signing_key.provider_id != provider.pk:
+    if selectors.key_owner(detached.kid) != provider.pk:
         raise Unprocessable(
             f"{provider.name} has no signing key {detached.kid!r}", code="unknown_key"
         )

@@ -6,23 +6,29 @@ import base64
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
+from django.test.utils import CaptureQueriesContext
 
-from claims import fhir_validation, money
+from claims import fhir_validation, jws, money
 from claims.checks import Context
 from claims.checks import binding as binding_check
 from claims.models import BilledAnchor, ClaimCheck, ClaimEvent, ClaimItem, FeeScheduleEntry
+from claims.services import provider_key_register
 from claims.states import ClaimStatus, InvalidTransition, claim_transition
 from claims.verification import claim_reverify, claim_verify
+from config.errors import Unprocessable
 from ledger import merkle, services
 from ledger.models import Checkpoint
 from tests.claims.factories import (
+    LAB,
     anchor_procedure,
     checks,
     claim_for,
     claim_resource,
     make_provider,
     procedure,
+    signed_body,
+    submit,
     verified,
 )
 
@@ -257,8 +263,6 @@ def test_amounts_that_do_not_add_up_fail_fhir(kit):
     a = anchor_procedure(procedure())
     resource = claim_resource([a], organization=kit.organization)
     resource["total"]["value"] = 999.0
-    from tests.claims.factories import signed_body, submit
-
     claim = verified(submit(kit, signed_body(kit, resource, [a])))
     assert claim.status == S.REJECTED
     fhir = checks(claim)["fhir"]
@@ -315,8 +319,6 @@ def test_a_trusted_bundle_still_has_its_amounts_and_references_checked(kit):
     resource = claim_resource([a], organization=kit.organization)
     resource["total"]["value"] = 999.0
     resource["item"][0]["procedureSequence"] = [7]  # no Claim.procedure 7
-    from tests.claims.factories import signed_body, submit
-
     claim = verified(submit(kit, signed_body(kit, resource, [a])))
     fhir = checks(claim)["fhir"]
     assert claim.status == S.REJECTED and fhir.outcome == "fail"
@@ -346,3 +348,29 @@ def test_other_rules_and_later_runs_validate_in_full(kit, monkeypatch):
     rerun = checks(again, 2)["fhir"]
     assert rerun.outcome == "pass" and "fhir_validation" not in rerun.evidence
     assert rerun.sentence.startswith("Valid FHIR R4; the amounts add up to")
+
+
+# --- intake: who owns a signing key (remembered per process) -----------------------------------
+
+
+def test_a_key_registered_after_a_refusal_is_accepted_at_once_and_never_for_another_provider(kit):
+    a = anchor_procedure(procedure())
+    private, public = jws.generate_key()
+    body = signed_body(kit, claim_resource([a]), [a], private_jwk=private, kid=public["kid"])
+    with pytest.raises(Unprocessable) as refused:
+        submit(kit, body)
+    assert refused.value.code == "unknown_key"
+
+    provider_key_register(provider=kit.provider, public_jwk=public)  # a refusal is not remembered
+    assert submit(kit, body).kid == public["kid"]
+
+    other = make_provider(LAB)  # the same kid again, by a provider that does not own it
+    with pytest.raises(Unprocessable) as refused:
+        submit(other, body)
+    assert refused.value.code == "unknown_key"
+
+    b = anchor_procedure(procedure())
+    again = signed_body(kit, claim_resource([b]), [b], private_jwk=private, kid=public["kid"])
+    with CaptureQueriesContext(connection) as queries:
+        submit(kit, again)
+    assert not any("claims_providerkey" in q["sql"] for q in queries.captured_queries)
