@@ -161,24 +161,27 @@ def _head_and_target(min_index: int) -> tuple[Judged | None, Judged | None]:
     if latest is None:
         return None, None
     head = _judge_row(latest)
+    forked = latest["forks"]  # some fork evidence exists: look up the trees judged here
     if head.final or head.forked:
         # a final head's root is checked against the stored tree by the proofs
-        [head] = _contradicted([head])
+        [head] = _contradicted([head], forked)
         return head, head
     stored = _stored_root(head.size)  # a head witnesses will not cosign: an equivocating log?
     if stored is not None and stored != head.root_hash:
         return _forked(head, stored), _forked(head, stored)
     if candidate is None or candidate["pk"] == latest["pk"]:
-        [head] = _contradicted([head])
+        [head] = _contradicted([head], forked)
         return head, None
-    head, target = _contradicted([head, _judge_row(candidate)])
+    head, target = _contradicted([head, _judge_row(candidate)], forked)
     return head, target if target.final or target.forked else None
 
 
-def _contradicted(judged: list[Judged]) -> list[Judged]:
+def _contradicted(judged: list[Judged], any_evidence: bool) -> list[Judged]:
     """``judged`` with every tree that fork evidence held by this node's witness contradicts
-    marked forked (:func:`forks.checkpoints_contradicted`: one query for all of them, on a table
-    that is empty unless the log forked)."""
+    marked forked (:func:`forks.checkpoints_contradicted`: one query for all of them, and none
+    when ``any_evidence`` says the table holds no row of this node's witness for this log)."""
+    if not any_evidence:
+        return judged
     trees = [(j.size, j.root_hash) for j in judged if j.forked is None]
     found = forks.checkpoints_contradicted(settings.LEDGER_ORIGIN, trees) if trees else {}
     out = []
@@ -276,9 +279,15 @@ def _elsewhere(evidence: dict) -> str:
 
 
 # The newest checkpoint with every stored cosignature and its key: one round trip.
+# Also whether any fork evidence of this node's witness exists for the log (nearly always not:
+# then no checkpoint needs the evidence looked up, and the lookup costs no round trip).
 _LATEST_SQL = """
-SELECT c.id, c.size, c.root_hash, c.note, s.line, k.verifier_key, m.name, k.purpose, k.revoked_at
-FROM (SELECT id, size, root_hash, note FROM ledger_checkpoint ORDER BY size DESC LIMIT 1) AS c
+SELECT c.id, c.size, c.root_hash, c.note, c.forks,
+       s.line, k.verifier_key, m.name, k.purpose, k.revoked_at
+FROM (SELECT id, size, root_hash, note,
+             EXISTS(SELECT 1 FROM ledger_forkevidence WHERE origin = %s AND reported_by = %s)
+             AS forks
+      FROM ledger_checkpoint ORDER BY size DESC LIMIT 1) AS c
 LEFT JOIN ledger_cosignature AS s ON s.checkpoint_id = c.id
 LEFT JOIN ledger_memberkey AS k ON k.id = s.key_id
 LEFT JOIN ledger_member AS m ON m.id = s.member_id
@@ -324,16 +333,16 @@ def _checkpoints(min_index: int) -> tuple[dict | None, dict | None]:
 
 def _latest_checkpoint() -> dict | None:
     with connection.cursor() as cursor:
-        cursor.execute(_LATEST_SQL)
+        cursor.execute(_LATEST_SQL, [settings.LEDGER_ORIGIN, ForkEvidence.Reporter.WITNESS])
         rows = cursor.fetchall()
     if not rows:
         return None
-    pk, size, root_hash, note_text = rows[0][:4]
-    cosignatures = tuple(sorted(tuple(r[4:]) for r in rows if r[4] is not None))
+    pk, size, root_hash, note_text, any_forks = rows[0][:5]
+    cosignatures = tuple(sorted(tuple(r[5:]) for r in rows if r[5] is not None))
     live = sum(1 for *_, purpose, revoked in cosignatures
                if purpose == MemberKey.Purpose.COSIGN and revoked is None)  # fmt: skip
     return {"pk": pk, "size": size, "root_hash": root_hash, "note": note_text, "n": live,
-            "cosignatures": cosignatures}  # fmt: skip
+            "cosignatures": cosignatures, "forks": bool(any_forks)}  # fmt: skip
 
 
 def _judge_row(row: dict) -> Judged:
