@@ -14,7 +14,8 @@ per checkpoint state (:func:`_judge` is cached on the exact note, lines and keys
 claims (``claim_verify_many``) makes these reads once for all its claims (:func:`prefetch`).
 
 A checkpoint that fork evidence held by this node's witness contradicts (``ledger.forks``) is
-forked, whatever its cosignatures: one more query per claim or batch. With ``LEDGER_MIRROR_URL``
+forked, whatever its cosignatures (no extra round trip unless such evidence exists: the
+newest-checkpoint query says whether any does). With ``LEDGER_MIRROR_URL``
 set, every leaf is proven through that log's C2SP tlog-tiles instead (``ledger.mirror_source``):
 of this node's ledger tables only the members' anchor keys and the fork evidence are read.
 docs/verification.md, "Forks and mirrors".
