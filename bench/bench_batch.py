@@ -235,24 +235,33 @@ def verified_claim_ids(kit, count: int) -> list[int]:
 
 
 def add_paid_copies(provider_id: int, count: int) -> None:
-    """``count`` more claims, copies of the provider's claims in state ``paid``, in one INSERT."""
+    """``count`` more claims, copies of the provider's claims in state ``paid``, in one INSERT
+    (every column of the model copied, but these)."""
     from django.db import connection
 
+    from claims.models import Claim
+
+    override = {
+        "public_id": "gen_random_uuid()",
+        "idempotency_key": "'bench-paid-' || gen_random_uuid()",
+        "related_id": "NULL",
+        "relationship": "''",
+        "status": "'paid'",
+        "waiting_since": "NULL",
+        "updated_at": "now()",
+    }
+    columns = [f.column for f in Claim._meta.concrete_fields if not f.primary_key]
+    values = ", ".join(override.get(c, f"s.{connection.ops.quote_name(c)}") for c in columns)
+    names = ", ".join(connection.ops.quote_name(c) for c in columns)
     with connection.cursor() as cursor:
         cursor.execute(
-            """
+            f"""
             WITH src AS (
                 SELECT *, row_number() OVER (ORDER BY id) - 1 AS k, count(*) OVER () AS n
                 FROM claims_claim WHERE provider_id = %s AND status <> 'paid'
             )
-            INSERT INTO claims_claim (public_id, provider_id, submitted_by_id, idempotency_key,
-                provider_reference, body_sha256, body, signed_payload, kid, use, total, currency,
-                related_id, relationship, status, verdict, verification_runs, waiting_since,
-                created_at, updated_at)
-            SELECT gen_random_uuid(), s.provider_id, s.submitted_by_id,
-                'bench-paid-' || gen_random_uuid(), s.provider_reference, s.body_sha256, s.body,
-                s.signed_payload, s.kid, s.use, s.total, s.currency, NULL, '', 'paid',
-                s.verdict, s.verification_runs, NULL, s.created_at, now()
+            INSERT INTO claims_claim ({names})
+            SELECT {values}
             FROM generate_series(0, %s - 1) AS g JOIN src s ON s.k = g %% s.n
             """,
             [provider_id, count],
