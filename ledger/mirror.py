@@ -43,6 +43,10 @@ class MirrorFork(MirrorError):
     """The log signed two histories: checkpoints that no consistency proof joins."""
 
 
+class LeafMismatch(MirrorError):
+    """The log holds another leaf at that index than the one a claim discloses."""
+
+
 def http_fetcher(base_url: str, timeout: float = 5.0, max_bytes: int = 1 << 20) -> Fetch:
     """GET ``<base_url>/<path>`` on pooled keep-alive connections (gzip accepted); a non-200
     answer or a fault is a MirrorError."""

@@ -147,7 +147,7 @@ def mirror_prove_leaf(source: MirrorSource, index: int, leaf_hash: bytes) -> Mir
         checkpoint=cp,
     )
     if got.leaf_hash != bytes(leaf_hash):
-        raise mirror.MirrorError(f"leaf {index} of the log is not the disclosed leaf hash")
+        raise mirror.LeafMismatch(f"leaf {index} of the log is not the disclosed leaf hash")
     body = cp.checkpoint
     return MirrorProof(
         index=index,

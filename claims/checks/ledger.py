@@ -509,7 +509,6 @@ def _inclusion(
 # --- against a mirror of another node's log (LEDGER_MIRROR_URL) ----------------------------------
 
 # mirror_source.mirror_prove_leaf says a wrong disclosed leaf hash with a plain MirrorError
-_LEAF_MISMATCH = "is not the disclosed leaf hash"
 
 
 @dataclass(frozen=True)
@@ -591,9 +590,9 @@ def _mirror_prove(source: mirror_source.MirrorSource, index: int, leaf_hash: byt
         ))  # fmt: skip
     except mirror.MirrorFork as exc:
         return Mirrored(FAIL, f"Forked checkpoint: the mirrored log signed two histories ({exc}).")
+    except mirror.LeafMismatch:
+        return Mirrored(FAIL, f"Leaf {index} does not have the disclosed leaf hash.")
     except mirror.MirrorError as exc:
-        if _LEAF_MISMATCH in str(exc):
-            return Mirrored(FAIL, f"Leaf {index} does not have the disclosed leaf hash.")
         return Mirrored(WAIT, (
             f"The mirror could not be read or gave an answer that does not check out ({exc}): "
             "waiting to try again."
