@@ -508,8 +508,6 @@ def _inclusion(
 
 # --- against a mirror of another node's log (LEDGER_MIRROR_URL) ----------------------------------
 
-# mirror_source.mirror_prove_leaf says a wrong disclosed leaf hash with a plain MirrorError
-
 
 @dataclass(frozen=True)
 class Mirrored:
