@@ -85,7 +85,6 @@ def demo_decide() -> dict[str, int]:
     for claim in decidable:
         four_eyes = services.approvals_needed(claim) > 1
         slot = (claim.pk * 7 + claim.pk // 10) % 10  # spread decisions over every price
-        n = claim.pk
         if claim.status == S.NEEDS_REVIEW:
             if slot < 3:
                 services.claim_hold(claim_id=claim.pk, user=carol)
@@ -120,7 +119,7 @@ def demo_decide() -> dict[str, int]:
                 reason_code="operative-report",
                 question="Please send the operative report for this procedure.",
             )
-            if n % 20 == 5:
+            if done.get("information requested", 0) % 4 == 3:  # every fourth one is answered
                 _answer(claim)
                 count("information received")
             else:
