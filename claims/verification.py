@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -287,12 +288,43 @@ class _Writes:
                 where |= Q(claim_id=claim_id, run=run)
             ClaimCheck.objects.filter(where).delete()
         if self.checks:
-            ClaimCheck.objects.bulk_create(self.checks)
+            _insert_checks(self.checks)
         if self.items:
             values = ", ".join(["(%s, %s, %s, %s, %s)"] * (len(self.items) // 5))
             with connection.cursor() as cursor:
                 cursor.execute(_ADJUDICATE_SQL.format(values=values), self.items)
         self.reruns, self.checks, self.items = [], [], []
+
+
+_CHECK_COLUMNS = ("claim_id", "run", "name", "outcome", "sentence", "evidence", "checked_at")
+
+
+def _insert_checks(rows: list[ClaimCheck]) -> None:
+    """Insert check rows. On PostgreSQL with COPY: a batch's few hundred rows with their JSON
+    evidence take a third to a half of the time of bulk_create's ``INSERT ... UNNEST`` (the
+    statement is logged as Django logs queries, so query counts still see it). Elsewhere
+    ``bulk_create``."""
+    if connection.vendor != "postgresql" or len(rows) < 2:
+        ClaimCheck.objects.bulk_create(rows)
+        return
+    quote = connection.ops.quote_name
+    opts = ClaimCheck._meta
+    columns = ", ".join(quote(opts.get_field(f).column) for f in _CHECK_COLUMNS)
+    sql = f"COPY {quote(opts.db_table)} ({columns}) FROM STDIN"
+    began = time.perf_counter()
+    # wrap_database_errors: psycopg's errors become Django's (IntegrityError, OperationalError)
+    with (
+        connection.wrap_database_errors,
+        connection.cursor() as cursor,
+        cursor.cursor.copy(sql) as copy,
+    ):
+        for r in rows:  # evidence as JSONField writes it (json.dumps, no encoder)
+            copy.write_row((r.claim_id, r.run, r.name, r.outcome, r.sentence,
+                            json.dumps(r.evidence), r.checked_at))  # fmt: skip
+    if connection.queries_logged:
+        connection.queries_log.append(
+            {"sql": f"{sql} -- {len(rows)} rows", "time": f"{time.perf_counter() - began:.3f}"}
+        )
 
 
 def _settle(ctx: Context, results: list[Result], correction, writes: _Writes) -> None:
