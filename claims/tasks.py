@@ -3,7 +3,8 @@
 Verification is idempotent (``claim_verify`` is a no-op unless the claim still waits for it), so
 ``acks_late`` redelivery after a lost worker is safe. A first attempt verifies its claim in a
 batch with other received claims (``claim_verify_many``), so that a worker keeps up with a
-fast intake: one transaction and about ten statements per batch instead of sixteen per claim.
+fast intake: one transaction and about sixteen statements per batch, whatever its size, instead
+of seventeen per claim.
 The database is the real to-do list: ``claims_sweep_task`` (beat) re-queues
 claims whose task was lost.
 """

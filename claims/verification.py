@@ -83,7 +83,7 @@ def claim_verify_many(*, claim_ids: Iterable[int] = (), pull: int = 0) -> list[C
     fewer claims than asked. Every claim is checked and concluded exactly as
     :func:`claim_verify` would (same checks, rows, steps and verdicts); a claim still
     ``verifying`` afterwards waits for a final checkpoint, and its caller should try it again
-    later (``claim_verify_task`` with backoff). Statements per batch: about fifteen, whatever
+    later (``claim_verify_task`` with backoff). Statements per batch: about sixteen, whatever
     its size (one claim per statement only for corrections and voids, which supersede or void
     their original one at a time).
     """
