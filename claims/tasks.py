@@ -66,7 +66,9 @@ def _verify(claim_id: int, *, first_attempt: bool) -> Claim | None:
     claim right now (waiting on its lock would idle this worker; the task looks again shortly,
     and finds it concluded, or waiting for a checkpoint and then retries as usual). A batch
     that fails for another reason than the database is logged and this claim verified alone."""
-    claim = Claim.objects.get(pk=claim_id)
+    # Only what this function and the task read: most tasks find their claim concluded by a
+    # batch, and the stored body is kilobytes a worker need not fetch to learn that.
+    claim = Claim.objects.only("id", "status", "waiting_since").get(pk=claim_id)
     if claim.status not in (ClaimStatus.RECEIVED, ClaimStatus.VERIFYING):
         return claim  # concluded (by a batch, or by an earlier delivery): nothing to do
     size = int(getattr(settings, "CLAIMS_VERIFY_BATCH", 50))
