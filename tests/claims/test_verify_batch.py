@@ -182,3 +182,34 @@ def test_check_rows_a_batch_writes_read_back_exactly_and_a_clash_is_an_integrity
     assert [tuple(getattr(r, f) for f in fields) for r in again] == [
         tuple(getattr(r, f) for f in fields) for r in copies(1, odd)
     ]
+
+
+def _released_then_billed(kit_a, kit_b) -> tuple[Claim, Claim]:
+    """A verified claim whose key is then revoked from before its receipt, and a claim of another
+    key billing the same procedure (double billing while the first one holds it)."""
+    from datetime import timedelta
+
+    from claims.models import ProviderKey
+    from claims.verification import claim_reverify
+
+    first, [a] = claim_for(kit_a)
+    claim_verify(claim_id=first.pk)
+    second, _ = claim_for(kit_b, [a])
+    ProviderKey.objects.filter(pk=kit_a.key.pk).update(
+        revoked_at=first.created_at - timedelta(seconds=1), revocation_reason="stolen"
+    )
+    claim_reverify(claim_id=first.pk)  # run 2: its signature now fails, it releases the anchor
+    return first, second
+
+
+def test_an_anchor_released_earlier_in_a_batch_is_billable_later_in_it_as_one_by_one():
+    alone = _released_then_billed(make_provider(), make_provider())
+    for claim in alone:
+        claim_verify(claim_id=claim.pk)
+    batched = _released_then_billed(make_provider(), make_provider())
+    done = claim_verify_many(claim_ids=[c.pk for c in batched])
+
+    assert [c.status for c in done] == [S.REJECTED, S.VERIFIED]
+    assert [_outcome(c) for c in batched] == [_outcome(c) for c in alone]
+    assert not BilledAnchor.objects.get(claim=batched[0]).live
+    assert BilledAnchor.objects.get(claim=batched[1]).live
