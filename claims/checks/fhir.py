@@ -1,8 +1,11 @@
 """``fhir``: the Bundle is valid FHIR R4, its amounts add up, and every item bills a disclosed
 Procedure (item.procedureSequence -> Claim.procedure -> procedureReference -> a Procedure entry).
 
-Intake already validated the shape; this re-validates the stored bytes (rules may have tightened
-since) and adds what intake leaves out on purpose: totals and internal references.
+Intake already validated the shape. On a claim's first run, when intake validated it under the
+current rules (``Claim.fhir_rules == fhir_validation.RULES_VERSION``), the views are built from the
+stored JSON without the pydantic models (``fhir_validation.trusting_intake``); later runs and
+batch re-verification re-validate the stored bytes in full (rules may have tightened since). Both
+add what intake leaves out on purpose: totals and internal references.
 """
 
 from __future__ import annotations
