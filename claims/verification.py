@@ -53,6 +53,7 @@ from claims.states import (
     claim_transition,
     claim_transitions_many,
 )
+from review.reasons import DENIAL_REASONS
 
 log = logging.getLogger(__name__)
 S = ClaimStatus
@@ -292,7 +293,9 @@ class _Writes:
         if self.items:
             values = ", ".join(["(%s, %s, %s, %s, %s)"] * (len(self.items) // 5))
             with connection.cursor() as cursor:
-                cursor.execute(_ADJUDICATE_SQL.format(values=values), self.items)
+                codes = ", ".join(["%s"] * len(_ADJUSTER_CODES))
+                sql = _ADJUDICATE_SQL.format(values=values, adjuster_codes=codes)
+                cursor.execute(sql, [*self.items, *_ADJUSTER_CODES])
         self.reruns, self.checks, self.items = [], [], []
 
 
@@ -490,7 +493,13 @@ UPDATE claims_claimitem SET
 FROM (VALUES {values}) AS v
 WHERE claims_claimitem.claim_id = CAST(v.column1 AS BIGINT)
   AND claims_claimitem.sequence = CAST(v.column2 AS INTEGER)
+  AND NOT (v.column4 <> 'denied'
+           AND claims_claimitem.adjudication IN ('adjusted', 'denied')
+           AND claims_claimitem.reason_code IN ({adjuster_codes}))
 """
+# An adjuster's adjustment or denial of a line (with a CARC reason code) survives a
+# re-verification that does not reject the claim: only a failed check overrides it.
+_ADJUSTER_CODES = sorted(DENIAL_REASONS)
 
 
 def _adjudicate(ctx: Context, status: str, results: list[Result], writes: _Writes) -> None:

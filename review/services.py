@@ -45,8 +45,15 @@ def senior_above() -> Decimal:
     return Decimal(settings.REVIEW_SENIOR_ABOVE)
 
 
+def claim_amount(claim: Claim) -> Decimal:
+    """What the claim asks for: its total, or the sum of its items when it states none (FHIR
+    makes Claim.total optional; the thresholds must not read a missing total as zero)."""
+    items = ClaimItem.objects.filter(claim=claim).values_list("submitted", flat=True)
+    return max(claim.total or Decimal(0), sum(items, Decimal(0)))
+
+
 def approvals_needed(claim: Claim) -> int:
-    return 2 if (claim.total or Decimal(0)) > four_eyes_above() else 1
+    return 2 if claim_amount(claim) > four_eyes_above() else 1
 
 
 def _target(claim: Claim) -> str:
@@ -251,14 +258,25 @@ def _payable(claim: Claim) -> tuple[Decimal, list[ClaimItem]]:
     return total, items
 
 
-def claim_approve(*, claim_id: int, user, note: str = "") -> Approved:
+def claim_approve(
+    *, claim_id: int, user, note: str = "", only_from: frozenset[str] = DECIDABLE
+) -> Approved:
     """Record ``user``'s approval; when enough different adjusters approved (two above
     ``REVIEW_FOUR_EYES_ABOVE``, one of them senior above ``REVIEW_SENIOR_ABOVE``), move the claim
-    to approved and create its one payout, all in one transaction."""
+    to approved and create its one payout, all in one transaction. ``only_from`` narrows the
+    states the claim may be in, checked under the lock (bulk approval takes verified only)."""
     _require(user, Ability.DECIDE)
     with transaction.atomic():
         claim = _locked(claim_id)
         _check_decidable(claim)
+        if claim.status not in only_from:
+            raise Conflict(f"the claim is {claim.get_status_display()} now", code="not_decidable")
+        if claim.verdict == S.REJECTED:
+            raise Conflict(
+                "the latest verification rejected this claim (see its checks): deny it or "
+                "request information",
+                code="verdict_rejected",
+            )
         _check_not_held_by_other(claim, user)
         items = list(ClaimItem.objects.filter(claim=claim))
         if items and all(i.adjudication == ITEM.DENIED for i in items):
@@ -276,7 +294,7 @@ def claim_approve(*, claim_id: int, user, note: str = "") -> Approved:
         final = len(earlier) + 1 >= needed
         if (
             final
-            and (claim.total or Decimal(0)) > senior_above()
+            and claim_amount(claim) > senior_above()
             and not (senior or any(a.senior for a in earlier))
         ):
             raise Forbidden(
@@ -385,6 +403,11 @@ def claim_request_info(*, claim_id: int, user, reason_code: str, question: str) 
         _check_decidable(claim)
         _check_not_held_by_other(claim, user)
         _check_no_pending_approval(claim)
+        # A request the claim left unanswered (a re-verification moved it on) is closed first.
+        InfoRequest.objects.filter(claim=claim, answered_at__isnull=True).update(
+            answered_at=timezone.now(),
+            answer_text="(closed without an answer: the claim left information requested)",
+        )
         request = InfoRequest.objects.create(
             claim=claim,
             reason_code=reason_code,
@@ -527,7 +550,12 @@ def claims_bulk_approve(*, claim_ids: list[int], user) -> list[BulkLine]:
             )
             continue
         try:
-            result = claim_approve(claim_id=claim_id, user=user, note="bulk approval")
+            result = claim_approve(
+                claim_id=claim_id,
+                user=user,
+                note="bulk approval",
+                only_from=frozenset({S.VERIFIED}),
+            )
         except DomainError as exc:
             lines.append(BulkLine(claim_id, public_id, False, f"skipped: {exc.detail}"))
         else:

@@ -572,3 +572,68 @@ def test_one_adjuster_approving_fifty_times_at_once_makes_one_payout(role_groups
     assert Payout.objects.filter(claim=claim).count() == 1
     assert Approval.objects.filter(claim=claim).count() == 1
     assert ClaimEvent.objects.filter(claim=claim, new_status=S.APPROVED).count() == 1
+
+
+# --- found in review: amounts without a total, rejected verdicts, re-verification -------------
+
+
+@pytest.mark.django_db
+def test_a_claim_without_a_total_is_judged_by_its_items(settings):
+    """FHIR makes Claim.total optional: the four-eyes rule reads the items then, never zero."""
+    claim = decidable_claim(unit_price="1500.00")
+    Claim.objects.filter(pk=claim.pk).update(total=None)
+    first = services.claim_approve(claim_id=claim.pk, user=user_with(A))
+    assert first.payout is None and first.needed == 2
+    assert _fresh(claim).status == S.VERIFIED
+
+
+@pytest.mark.django_db
+def test_a_claim_whose_latest_verification_rejected_it_cannot_be_approved():
+    claim = decidable_claim()
+    Claim.objects.filter(pk=claim.pk).update(status=S.NEEDS_REVIEW, verdict=S.REJECTED)
+    before = _snapshot(claim)
+    with pytest.raises(Conflict) as refused:
+        services.claim_approve(claim_id=claim.pk, user=user_with(A))
+    assert refused.value.code == "verdict_rejected"
+    assert _snapshot(claim) == before and not Payout.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_adjusters_line_decision_survives_a_re_verification(django_capture_on_commit_callbacks):
+    from claims.verification import claim_reverify, claim_verify
+
+    claim = decidable_claim(unit_price="500.00")
+    services.item_decide(
+        claim_id=claim.pk,
+        user=user_with(A),
+        sequence=1,
+        action="adjust",
+        amount=Decimal("100.00"),
+        reason_code="45",
+    )
+    claim_reverify(claim_id=claim.pk)
+    assert claim_verify(claim_id=claim.pk).status == S.VERIFIED
+    item = ClaimItem.objects.get(claim=claim, sequence=1)
+    assert (item.adjudication, item.benefit, item.reason_code) == (
+        "adjusted",
+        Decimal("100.00"),
+        "45",
+    )
+    result = services.claim_approve(claim_id=claim.pk, user=user_with(A))
+    assert result.payout.amount == Decimal("100.00")
+
+
+@pytest.mark.django_db
+def test_a_new_request_closes_one_the_claim_left_unanswered():
+    claim = decidable_claim()
+    adjuster = user_with(A)
+    services.claim_request_info(
+        claim_id=claim.pk, user=adjuster, reason_code="records", question="Records, please."
+    )
+    # a re-verification moved the claim on while the request was open
+    Claim.objects.filter(pk=claim.pk).update(status=S.NEEDS_REVIEW)
+    again = services.claim_request_info(
+        claim_id=claim.pk, user=adjuster, reason_code="other", question="Still needed."
+    )
+    assert InfoRequest.objects.filter(claim=claim, answered_at__isnull=True).get() == again
+    assert _fresh(claim).status == S.INFO_REQUESTED
