@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
+from kombu import pools
 
 from tests.conftest import PG_URL
 
@@ -211,6 +212,9 @@ def broker(private_redis, settings) -> Iterator[RedisServer]:
             app._pool.force_close_all()
             app._pool = None
         app.amqp._producer_pool = None
+        # kombu keeps producer pools per broker URL in a global registry: the old broker's pool
+        # was closed above, and would be handed out again when the URL is restored
+        pools.reset()
 
     settings.CELERY_BROKER_URL = private_redis.url
     repoint(broker_url=private_redis.url, task_default_queue="celery", task_always_eager=False)
