@@ -33,7 +33,9 @@ run: demo
 ## `make run`. pytest exits 5 when it collected no test: that fails too.
 SQLITE_TESTS := tests/ledger/test_api.py tests/ledger/test_sealing.py \
 	tests/ledger/test_anchor_batch.py tests/ledger/test_audit.py tests/ledger/test_ledger_views.py \
-	tests/claims/test_intake_api.py tests/claims/test_provider_keys.py
+	tests/claims/test_intake_api.py tests/claims/test_provider_keys.py \
+	tests/test_role_matrix.py tests/test_demo.py tests/review/test_claim_page.py \
+	tests/review/test_dashboard.py tests/audit/test_chain.py tests/audit/test_page.py
 test: venv
 	$(PY) -m pytest
 	TEST_DB=sqlite $(PY) -m pytest -q -p no:cacheprovider $(SQLITE_TESTS)
