@@ -119,7 +119,8 @@ def demo_decide() -> dict[str, int]:
                 reason_code="operative-report",
                 question="Please send the operative report for this procedure.",
             )
-            if done.get("information requested", 0) % 4 == 3:  # every fourth one is answered
+            asked = done.get("information requested", 0) + done.get("information received", 0)
+            if asked % 4 == 3:  # every fourth request is answered
                 _answer(claim)
                 count("information received")
             else:
