@@ -67,12 +67,12 @@ def main() -> int:
     }
     time.sleep(2)
     logins = var / "demo-logins.txt"
-    print(f"\n  ClaimProof is running: http://{HOST}:{PORT}/", flush=True)
+    print(f"\n  ClaimProof is running: http://{HOST}:{PORT}/ (log in as below)", flush=True)
     print(
         f"  Ledger page: http://{HOST}:{PORT}/ledger/   API docs: http://{HOST}:{PORT}/api/v1/docs"
     )
     if logins.exists():
-        print("  Demo logins (admin at /admin/):")
+        print("  Demo logins (the workspace at /, the Django admin at /admin/ for admin):")
         for line in logins.read_text().splitlines():
             print(f"    {line}")
     print("  Ctrl-C stops the web server, the worker and beat.\n", flush=True)
