@@ -5,15 +5,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('claims', '0004_queue_indexes'),
+        ("claims", "0004_queue_indexes"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='claimevent',
-            index=models.Index(fields=['at'], name='claimevent_at'),
+            model_name="claimevent",
+            index=models.Index(fields=["at"], name="claimevent_at"),
         ),
     ]

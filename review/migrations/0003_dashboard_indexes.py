@@ -5,16 +5,15 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('claims', '0005_dashboard_indexes'),
-        ('review', '0002_role_groups'),
+        ("claims", "0005_dashboard_indexes"),
+        ("review", "0002_role_groups"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='payout',
-            index=models.Index(fields=['created_at'], name='payout_created'),
+            model_name="payout",
+            index=models.Index(fields=["created_at"], name="payout_created"),
         ),
     ]
