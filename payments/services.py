@@ -29,7 +29,7 @@ from django.db.models import Count, F, QuerySet, Sum
 from django.utils import timezone
 
 from audit.services import audit_record
-from claims.models import Claim, Provider
+from claims.models import Claim, Provider, ProviderKey
 from claims.states import ClaimStatus, ConcurrentTransition, InvalidTransition, claim_transition
 from config.errors import Conflict, NotFound, Unprocessable
 from payments.models import PaymentChunk, PaymentRun, PaymentRunItem, PaymentRunTotal
@@ -242,13 +242,14 @@ def payment_chunk_settle(chunk_id: int) -> PaymentChunk:
         )
         claim_ids = sorted(item.payout.claim_id for item in items)
         claims = {c.pk: c for c in Claim.objects.select_for_update().filter(pk__in=claim_ids)}
+        revoked = _revoked_keys({c.kid for c in claims.values()})
         now = timezone.now()
         settled: dict[str, list] = defaultdict(lambda: [0, Decimal("0.00")])
         paid: list[PaymentRunItem] = []
         failed: list[PaymentRunItem] = []
         for item in items:
             claim = claims.get(item.payout.claim_id)
-            if problem := _settle_one(run, item, claim):
+            if problem := _key_revoked(claim, revoked) or _settle_one(run, item, claim):
                 item.error = problem
                 failed.append(item)
                 continue
@@ -276,6 +277,29 @@ def payment_chunk_settle(chunk_id: int) -> PaymentChunk:
     _finish_if_complete(run.pk)
     chunk.refresh_from_db()
     return chunk
+
+
+def _revoked_keys(kids: set[str]) -> dict[str, tuple[datetime, str]]:
+    rows = ProviderKey.objects.filter(kid__in=kids, revoked_at__isnull=False)
+    return {
+        k: (at, why) for k, at, why in rows.values_list("kid", "revoked_at", "revocation_reason")
+    }
+
+
+def _key_revoked(claim: Claim | None, revoked: dict[str, tuple[datetime, str]]) -> str:
+    """A key revoked from a time before the claim was received (a backdated revocation, e.g. a
+    key stolen earlier) makes the signature invalid: the approval no longer stands, so the payout
+    is held for a person, not paid. The revoked-key job sends the claim back to the adjusters."""
+    if claim is None or claim.kid not in revoked:
+        return ""
+    at, why = revoked[claim.kid]
+    if at > claim.created_at:
+        return ""  # signed before the revocation: still valid
+    return (
+        f"claim {claim.public_id} was signed with key {claim.kid}, revoked from "
+        f"{at:%Y-%m-%d %H:%M} "
+        f"UTC ({why}), before the claim was received: not paid"
+    )
 
 
 def _settle_one(run: PaymentRun, item: PaymentRunItem, claim: Claim | None) -> str:

@@ -24,6 +24,7 @@ from config.errors import Conflict, Unprocessable
 from payments import services
 from payments.models import PaymentChunk, PaymentRun, PaymentRunItem, PaymentRunTotal
 from review.models import Payout
+from tests.claims import factories as cf
 from tests.payments.helpers import approved_claims
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
@@ -316,3 +317,32 @@ def test_a_payout_whose_claim_cannot_be_paid_fails_the_run_and_stays_unsettled()
     resource = services.payment_reconciliation(run, claims[0].provider_id)
     assert resource["outcome"] == "partial" and len(resource["detail"]) == 1
     assert AuditEntry.objects.filter(action="payment_run.failed").exists()
+
+
+def test_a_claim_signed_with_a_key_revoked_before_its_receipt_is_not_paid():
+    """A backdated revocation (the key was stolen earlier) voids the signature, and with it the
+    approval: the payout is held for a person, never paid; a later revocation changes nothing."""
+    from claims.models import ProviderKey
+    from claims.services import provider_key_revoke
+
+    kit_a, kit_b = cf.make_provider(), cf.make_provider(cf.LAB)
+    stolen, honest = approved_claims(1, kit_a)[0], approved_claims(1, kit_b)[0]
+    provider_key_revoke(
+        key=ProviderKey.objects.get(kid=stolen.kid),
+        at=stolen.created_at - timedelta(hours=1),
+        reason="laptop stolen",
+    )
+    provider_key_revoke(
+        key=ProviderKey.objects.get(kid=honest.kid),
+        at=timezone.now(),
+        reason="routine rotation",
+    )
+    run = services.payment_run_start(today())
+    for chunk_id in collected(run):
+        services.payment_chunk_settle(chunk_id)
+    run.refresh_from_db()
+    assert (run.status, run.settled, run.errors) == (P.FAILED, 1, 1)
+    item = PaymentRunItem.objects.get(payout__claim=stolen)
+    assert item.settled_at is None and "laptop stolen" in item.error
+    assert Claim.objects.get(pk=stolen.pk).status == S.APPROVED
+    assert Claim.objects.get(pk=honest.pk).status == S.PAID
