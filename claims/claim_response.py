@@ -21,6 +21,8 @@ CLAIMPROOF_CHECKS = "https://claimproof.example/fhir/CodeSystem/verification-che
 CLAIMPROOF_REASONS = "https://claimproof.example/fhir/CodeSystem/adjudication-reason"
 
 QUEUED = {ClaimStatus.RECEIVED, ClaimStatus.VERIFYING}
+# Verified but not decided yet: nothing is promised to the provider until an adjuster decides.
+AWAITING_DECISION = {ClaimStatus.VERIFIED, ClaimStatus.NEEDS_REVIEW, ClaimStatus.INFO_REQUESTED}
 ERROR = {ClaimStatus.REJECTED}
 
 
@@ -46,7 +48,7 @@ def _adjudication(code: str, amount: dict | None) -> dict | None:
 
 
 def _outcome(claim: Claim, items: list[ClaimItem]) -> str:
-    if claim.status in QUEUED or claim.status == ClaimStatus.INFO_REQUESTED:
+    if claim.status in QUEUED or claim.status in AWAITING_DECISION:
         return "queued"
     if claim.status in ERROR:
         return "error"
@@ -118,7 +120,11 @@ def claim_response(claim: Claim) -> dict:
         response["processNote"] = [
             {"number": n, "type": "display", "text": text} for n, text in enumerate(notes, start=1)
         ]
-    if claim.status not in QUEUED:
+    if claim.status in AWAITING_DECISION:  # what was billed; no benefit before a decision
+        response["item"] = [_item(item, claim.currency, decided=False) for item in items]
+        submitted = sum((i.submitted for i in items), Decimal("0.00"))
+        response["total"] = [_adjudication("submitted", _money(submitted, claim.currency))]
+    elif claim.status not in QUEUED:
         response["item"] = [_item(item, claim.currency) for item in items]
         submitted = sum((i.submitted for i in items), Decimal("0.00"))
         benefit = sum((i.benefit or Decimal("0.00") for i in items), Decimal("0.00"))
@@ -180,7 +186,10 @@ def _reason(code: str) -> dict:
     return {"coding": [{"system": CLAIMPROOF_REASONS, "code": code}]}
 
 
-def _item(item: ClaimItem, currency: str) -> dict:
+def _item(item: ClaimItem, currency: str, *, decided: bool = True) -> dict:
+    if not decided:
+        submitted = _adjudication("submitted", _money(item.submitted, currency))
+        return {"itemSequence": item.sequence, "adjudication": [submitted]}
     adjudication = [
         a
         for a in (

@@ -23,10 +23,29 @@ def _response(kit, claim) -> dict:
     return answer.json()
 
 
-def test_a_verified_claim_answers_complete_with_submitted_and_benefit_per_item():
+def test_a_verified_claim_is_queued_for_a_decision_and_promises_no_benefit_yet():
     kit = f.make_provider()
     claim, _ = f.claim_for(kit)
     f.verified(claim)
+    resource = _response(kit, claim)
+    assert resource["outcome"] == "queued"
+    assert resource["disposition"].startswith("Verified against the consortium ledger")
+    item = resource["item"][0]
+    categories = {
+        a["category"]["coding"][0]["code"]: a["amount"]["value"] for a in item["adjudication"]
+    }
+    assert categories == {"submitted": 105.0}
+    assert [t["category"]["coding"][0]["code"] for t in resource["total"]] == ["submitted"]
+    assert (
+        '"value": 105.00'
+        in client_for(kit).get(f"/api/v1/claims/{claim.public_id}/ClaimResponse").content.decode()
+    )  # decimals exactly as stored
+
+    from review import services
+    from review.roles import Role
+    from tests.review.factories import user_with
+
+    services.claim_approve(claim_id=claim.pk, user=user_with(Role.ADJUSTER))
     resource = _response(kit, claim)
     assert resource["outcome"] == "complete"
     item = resource["item"][0]
@@ -34,10 +53,6 @@ def test_a_verified_claim_answers_complete_with_submitted_and_benefit_per_item()
         a["category"]["coding"][0]["code"]: a["amount"]["value"] for a in item["adjudication"]
     }
     assert categories["submitted"] == 105.0 and categories["benefit"] == 105.0
-    assert (
-        '"value": 105.00'
-        in client_for(kit).get(f"/api/v1/claims/{claim.public_id}/ClaimResponse").content.decode()
-    )  # decimals exactly as stored
 
 
 def test_a_rejected_claim_answers_error_with_the_failed_check():
