@@ -350,7 +350,9 @@ def _finish_if_complete(run_id: int) -> PaymentRun:
 
 
 def payments_to_sweep(*, older_than_s: int) -> tuple[list[int], list[int]]:
-    """Runs whose collection, and chunks whose task, look lost: nothing written for a while."""
+    """Runs whose collection, and chunks whose task, look lost: nothing written for a while.
+    Every pending chunk of a stalled run at once (up to 10,000), as for jobs: after a broker
+    restarted empty, a run must not stall again after each handful."""
     cutoff = timezone.now() - timedelta(seconds=older_than_s)
     runs = list(
         PaymentRun.objects.filter(
@@ -363,7 +365,7 @@ def payments_to_sweep(*, older_than_s: int) -> tuple[list[int], list[int]]:
             run__status=P.RUNNING,
             run__updated_at__lt=cutoff,
             updated_at__lt=cutoff,
-        ).values_list("pk", flat=True)[:500]
+        ).values_list("pk", flat=True)[:10_000]
     )
     return runs, chunks
 
