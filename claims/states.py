@@ -51,7 +51,10 @@ TRANSITIONS: dict[str, frozenset[str]] = {
     ),
     S.INFO_REQUESTED: frozenset({S.NEEDS_REVIEW, S.VERIFYING, S.DENIED, S.SUPERSEDED, S.VOIDED}),
     S.REJECTED: frozenset({S.VERIFYING, S.SUPERSEDED, S.VOIDED}),
-    S.APPROVED: frozenset({S.PAID}),
+    # approved -> verifying: a batch job re-verifies an approved claim not paid yet (after a
+    # backdated key revocation, say). Its verdict unchanged, the claim goes back to approved;
+    # changed, to needs_review, and the job voids its payout (jobs.services).
+    S.APPROVED: frozenset({S.PAID, S.VERIFYING}),
     S.DENIED: frozenset(),
     S.PAID: frozenset(),
     S.SUPERSEDED: frozenset(),

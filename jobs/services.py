@@ -480,7 +480,10 @@ def _conclusion(
     unchanged one leaves the claim where it stood (``was``: in review, waiting for information)."""
     if claim.status == S.VERIFYING:  # waiting for a final checkpoint: the usual task takes over
         transaction.on_commit(lambda: _enqueue_verify(claim.pk))
-        return _Outcome(R.WAITING, old, "", "waiting for a final checkpoint", run)
+        why = "waiting for a final checkpoint"
+        if was == S.APPROVED:  # the approval cannot stand on a verdict nobody knows yet
+            why += _approval_withdrawn(job, claim, f"batch job {job.pk}: re-verification {why}")
+        return _Outcome(R.WAITING, old, "", why, run)
     new = claim.verdict
     outcome = R.FAILED if new == S.REJECTED else R.PASSED
     reason = why or _why(claim, run)
@@ -488,13 +491,46 @@ def _conclusion(
         if was in KEPT and claim.status != was and was in TRANSITIONS[claim.status]:
             back = f"batch job {job.pk}: verdict unchanged ({new}); back to {was}"
             claim_transition(claim=claim, to=was, reason=back)
+        elif was == S.APPROVED:
+            _approval_stands(job, claim, new)
         return _Outcome(outcome, old, new, reason, run)
     reason = f"verdict changed from {old} to {new}: {reason}"
+    if was == S.APPROVED:
+        reason = f"approved, not paid; {reason}"
     if claim.status == S.REJECTED and old in PASSING:
         reason += _back_to_adjusters(job, claim, reason)
     elif claim.status != S.NEEDS_REVIEW and S.NEEDS_REVIEW in TRANSITIONS[claim.status]:
         claim_transition(claim=claim, to=S.NEEDS_REVIEW, reason=f"batch job {job.pk}: {reason}")
+    if was == S.APPROVED:
+        reason += _approval_withdrawn(job, claim, f"batch job {job.pk}: {reason}")
     return _Outcome(outcome, old, new, reason, run)
+
+
+def _approval_stands(job: BatchJob, claim: Claim, verdict: str) -> None:
+    """An approved claim whose verdict did not change goes back to approved with its payout
+    (``verified``/``needs_review -> approved``); its lines read as approved again (the
+    re-verification left the ones nobody adjusted pending, as the approval had not)."""
+    from claims.models import ClaimItem
+
+    claim_transition(
+        claim=claim,
+        to=S.APPROVED,
+        reason=f"batch job {job.pk}: verdict unchanged ({verdict}); the approval stands",
+    )
+    ClaimItem.objects.filter(claim=claim, adjudication=ClaimItem.Adjudication.PENDING).update(
+        adjudication=ClaimItem.Adjudication.APPROVED,
+        eligible=F("submitted"),
+        benefit=F("submitted"),
+    )
+
+
+def _approval_withdrawn(job: BatchJob, claim: Claim, reason: str) -> str:
+    """The claim left approved: its payout is voided (no payment run pays it; a new approval,
+    in a new review round, reissues it). Returns what to add to the result's reason."""
+    from review.services import payout_void
+
+    payout = payout_void(claim=claim, reason=reason)
+    return f"; payout {payout.reference} voided" if payout else ""
 
 
 PASSING = frozenset({S.VERIFIED, S.NEEDS_REVIEW})

@@ -104,23 +104,37 @@ class PaymentChunk(models.Model):
 
 
 class PaymentRunItem(models.Model):
-    """One payout in one run. The one-to-one on ``payout`` is the rule that a payout is paid
-    by at most one run; amount and currency are copied for the remittance record."""
+    """One payout in one run; amount and currency are copied for the remittance record.
+
+    A payout is in at most one run, ever, unless that run could not pay it and the payout was
+    then voided (its approval taken away: ``released_at``): the partial unique index
+    ``one_open_run_item_per_payout`` allows one item not released per payout, so a payout
+    approved again later can be paid by a later run, once."""
 
     run = models.ForeignKey(PaymentRun, on_delete=models.CASCADE, related_name="items")
     chunk = models.ForeignKey(PaymentChunk, on_delete=models.CASCADE, related_name="items")
-    payout = models.OneToOneField(
-        "review.Payout", on_delete=models.PROTECT, related_name="payment_run_item"
+    payout = models.ForeignKey(
+        "review.Payout", on_delete=models.PROTECT, related_name="payment_run_items"
     )
     amount = models.DecimalField(max_digits=14, decimal_places=2)
     currency = models.CharField(max_length=3)
     settled_at = models.DateTimeField(null=True, blank=True)
     error = models.TextField(blank=True, help_text="why this payout could not be settled")
+    released_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="the payout was voided after this run: a later run may pay it",
+    )
 
     class Meta:
         ordering = ["run", "payout"]
         constraints = [
             models.CheckConstraint(condition=Q(amount__gte=0), name="payrun_item_not_negative"),
+            models.UniqueConstraint(
+                fields=["payout"],
+                condition=Q(released_at__isnull=True),
+                name="one_open_run_item_per_payout",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -25,7 +25,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, F, QuerySet, Sum
+from django.db.models import Count, Exists, F, OuterRef, QuerySet, Sum
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -83,13 +83,16 @@ def period_end(period: date) -> datetime:
 
 
 def payable(period: date) -> QuerySet[Payout]:
-    """Payouts a run for ``period`` takes: unsettled, of approved claims, created up to the end
-    of the period, in no run yet."""
+    """Payouts a run for ``period`` takes: unsettled, not voided, of approved claims, created
+    (approved) up to the end of the period, in no run yet (or only in runs that could not pay
+    them before they were voided and approved again)."""
+    in_a_run = PaymentRunItem.objects.filter(payout=OuterRef("pk"), released_at__isnull=True)
     return Payout.objects.filter(
+        ~Exists(in_a_run),
         settled_at__isnull=True,
+        voided_at__isnull=True,
         claim__status=ClaimStatus.APPROVED,
         created_at__lt=period_end(period),
-        payment_run_item__isnull=True,
     )
 
 
@@ -242,6 +245,12 @@ def payment_chunk_settle(chunk_id: int) -> PaymentChunk:
         )
         claim_ids = sorted(item.payout.claim_id for item in items)
         claims = {c.pk: c for c in Claim.objects.select_for_update().filter(pk__in=claim_ids)}
+        # Read after the claims' locks: a batch job voids a payout under its claim's lock.
+        voided = dict(
+            Payout.objects.filter(
+                pk__in=[i.payout_id for i in items], voided_at__isnull=False
+            ).values_list("pk", "void_reason")
+        )
         revoked = _revoked_keys({c.kid for c in claims.values()})
         now = timezone.now()
         settled: dict[str, list] = defaultdict(lambda: [0, Decimal("0.00")])
@@ -249,7 +258,11 @@ def payment_chunk_settle(chunk_id: int) -> PaymentChunk:
         failed: list[PaymentRunItem] = []
         for item in items:
             claim = claims.get(item.payout.claim_id)
-            if problem := _key_revoked(claim, revoked) or _settle_one(run, item, claim):
+            if problem := (
+                _voided(item, voided)
+                or _key_revoked(claim, revoked)
+                or _settle_one(run, item, claim)
+            ):
                 item.error = problem
                 failed.append(item)
                 continue
@@ -277,6 +290,12 @@ def payment_chunk_settle(chunk_id: int) -> PaymentChunk:
     _finish_if_complete(run.pk)
     chunk.refresh_from_db()
     return chunk
+
+
+def _voided(item: PaymentRunItem, voided: dict[int, str]) -> str:
+    if item.payout_id not in voided:
+        return ""
+    return f"payout {item.payout.reference} was voided: {voided[item.payout_id]}"
 
 
 def _revoked_keys(kids: set[str]) -> dict[str, tuple[datetime, str]]:

@@ -74,7 +74,12 @@ class InfoRequest(models.Model):
 
 class Payout(models.Model):
     """The money an approval commits to pay. One per claim (the OneToOne is the constraint);
-    a payment run settles it and moves the claim to ``paid``."""
+    a payment run settles it and moves the claim to ``paid``.
+
+    A re-verification that takes the approval away (a batch job after a backdated key
+    revocation) voids it (``voided_at``, ``void_reason``): no payment run pays a voided payout.
+    A later approval of the claim reissues the same row with the new amount (``created_at`` is
+    when the approval that stands was given)."""
 
     claim = models.OneToOneField(Claim, on_delete=models.PROTECT, related_name="payout")
     payee = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="payouts")
@@ -86,6 +91,8 @@ class Payout(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
     )
     settled_at = models.DateTimeField(null=True, blank=True)
+    voided_at = models.DateTimeField(null=True, blank=True)
+    void_reason = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -322,24 +322,17 @@ def claim_approve(
                 actor=user,
                 reason=note or f"approved by {', '.join(_names(earlier, user))}",
             )
-            payout = Payout.objects.create(
-                claim=claim,
-                payee=claim.provider,
-                amount=amount,
-                currency=claim.currency,
-                reference=f"PO-{claim.public_id.hex.upper()}",
-                created_at=timezone.now(),
-                created_by=user,
-            )
+            payout, action, data = _payout_for(claim, amount, user)
             audit_record(
                 actor=user,
-                action="payout.create",
+                action=action,
                 target=_target(claim),
                 data={
                     "reference": payout.reference,
                     "amount": str(amount),
                     "currency": payout.currency,
                     "payee": claim.provider.name,
+                    **data,
                 },
             )
         _release(claim)
@@ -351,6 +344,66 @@ def claim_approve(
             data={"approval": len(earlier) + 1, "needed": needed},
         )
         return Approved(claim, approval, payout, needed, len(earlier) + 1)
+
+
+def _payout_for(claim: Claim, amount: Decimal, user) -> tuple[Payout, str, dict]:
+    """The claim's one payout: created at its first approval; at a later approval (its earlier
+    one was taken away by a re-verification, which voided the payout) the same row is reissued
+    with the new amount. Returns the payout, the audit action and what the audit adds."""
+    now = timezone.now()
+    payout = Payout.objects.select_for_update().filter(claim=claim).first()
+    if payout is None:
+        payout = Payout.objects.create(
+            claim=claim,
+            payee=claim.provider,
+            amount=amount,
+            currency=claim.currency,
+            reference=f"PO-{claim.public_id.hex.upper()}",
+            created_at=now,
+            created_by=user,
+        )
+        return payout, "payout.create", {}
+    if payout.settled_at is not None or payout.voided_at is None:  # cannot happen: the claim
+        raise Conflict(  # would be paid, or approved (not decidable)
+            f"payout {payout.reference} is already {'settled' if payout.settled_at else 'open'}",
+            code="payout_exists",
+        )
+    before = {"previous_amount": str(payout.amount), "voided": payout.void_reason}
+    payout.amount, payout.currency, payout.payee = amount, claim.currency, claim.provider
+    payout.created_at, payout.created_by = now, user
+    payout.voided_at, payout.void_reason = None, ""
+    payout.save(
+        update_fields=[
+            "amount", "currency", "payee", "created_at", "created_by", "voided_at", "void_reason"
+        ]
+    )  # fmt: skip
+    return payout, "payout.reissue", before
+
+
+def payout_void(*, claim: Claim, reason: str, actor=None) -> Payout | None:
+    """Take an approval's payout away (the claim left ``approved`` for the adjusters): no
+    payment run pays it; a run that holds it unpaid releases it, so that the payout, approved
+    again, can be paid by a later run. Call it inside the transaction that locks the claim.
+    A settled payout is never voided (None is returned for it and for a claim without one)."""
+    from payments.models import PaymentRunItem
+
+    payout = Payout.objects.select_for_update().filter(claim=claim).first()
+    if payout is None or payout.settled_at is not None or payout.voided_at is not None:
+        return None
+    now = timezone.now()
+    payout.voided_at, payout.void_reason = now, reason[:1000]
+    payout.save(update_fields=["voided_at", "void_reason"])
+    PaymentRunItem.objects.filter(
+        payout=payout, settled_at__isnull=True, released_at__isnull=True
+    ).update(released_at=now)
+    audit_record(
+        actor=actor,
+        action="payout.void",
+        target=_target(claim),
+        why=reason,
+        data={"reference": payout.reference, "amount": str(payout.amount)},
+    )
+    return payout
 
 
 def _names(earlier: list[Approval], user) -> list[str]:
