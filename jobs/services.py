@@ -167,14 +167,30 @@ def job_start_nightly() -> BatchJob | None:
     return job_start({"all": True}, None, reason="nightly")
 
 
-def job_cancel(job: BatchJob) -> BatchJob:
-    """Stop a job: chunks not started yet do nothing; a chunk under way finishes."""
-    moved = BatchJob.objects.filter(pk=job.pk, status__in=[J.QUEUED, J.RUNNING]).update(
-        status=J.CANCELLED, finished_at=timezone.now()
-    )
-    if not moved:
-        raise Conflict(f"job {job.pk} is {job.status}: nothing to cancel", code="job_finished")
-    job.refresh_from_db()
+def job_cancel(job: BatchJob, user=None, *, reason: str = "") -> BatchJob:
+    """Stop a job (compare-and-set from queued or running): chunks not started yet do nothing
+    when they are delivered; a chunk under way stops after the batch it is in. Raises
+    ``Conflict`` (``job_finished``) when the job had already ended."""
+    from audit.services import audit_record
+
+    actor = user if getattr(user, "is_authenticated", False) else None
+    with transaction.atomic():
+        moved = BatchJob.objects.filter(pk=job.pk, status__in=[J.QUEUED, J.RUNNING]).update(
+            status=J.CANCELLED, finished_at=timezone.now(), updated_at=timezone.now()
+        )
+        job.refresh_from_db()
+        if not moved:
+            raise Conflict(
+                f"job {job.pk} has already ended ({job.status}): there is nothing to cancel",
+                code="job_finished",
+            )
+        audit_record(
+            actor=actor,
+            action="job.cancel",
+            target=f"job:{job.pk}",
+            why=reason,
+            data={"done": job.done, "total": job.total},
+        )
     return job
 
 
@@ -271,11 +287,17 @@ def chunk_process(chunk_id: int) -> BatchChunk:
     todo = _skip_not_reverifiable(job, chunk, [i for i in chunk.ids if i not in handled])
     size = verify_batch_size()
     for start in range(0, len(todo), size):
+        if start and _cancelled(job.pk):  # stop between batches; the chunk stays pending
+            return chunk
         _reverify_batch(job, chunk, todo[start : start + size])
     _chunk_done(chunk)
     _finish_if_complete(job.pk)
     chunk.refresh_from_db()
     return chunk
+
+
+def _cancelled(job_id: int) -> bool:
+    return BatchJob.objects.filter(pk=job_id, status=J.CANCELLED).exists()
 
 
 def _skip_not_reverifiable(job: BatchJob, chunk: BatchChunk, ids: list[int]) -> list[int]:

@@ -237,9 +237,9 @@ def _job(job_id: int) -> BatchJob:
     return job
 
 
-def _job_context(job: BatchJob) -> dict:
+def _job_context(job: BatchJob, **extra) -> dict:
     progress = decorate(services.job_progress(job), running=job.status in RUNNING_JOB)
-    return {"job": job, "p": progress, "scope_text": _scope_text(job.scope)}
+    return {"job": job, "p": progress, "scope_text": _scope_text(job.scope), **extra}
 
 
 @require_GET
@@ -253,6 +253,33 @@ def job(request: HttpRequest, job_id: int) -> HttpResponse:
 def job_progress(request: HttpRequest, job_id: int) -> HttpResponse:
     """The live part of a job's page (htmx swaps it every second while the job runs)."""
     return render(request, "jobs/_job_progress.html", _job_context(_job(job_id)))
+
+
+@require_POST
+@requires(Ability.RUN_JOBS)
+def job_cancel(request: HttpRequest, job_id: int) -> HttpResponse:
+    """Cancel a queued or running job. With htmx the answer is the progress panel (with the
+    message, 409 when the job had already ended); without, a redirect to the job's page, or
+    the page with the message and 409."""
+    found = _job(job_id)
+    try:
+        services.job_cancel(found, request.user, reason=request.POST.get("reason", "")[:300])
+    except DomainError as exc:
+        message, kind, status = exc.detail, "error", exc.status_code
+    else:
+        message, kind, status = (
+            f"Job {found.pk} cancelled: chunks not started do nothing; "
+            "a chunk under way stops after its current batch.",
+            "ok",
+            200,
+        )
+    found.refresh_from_db()
+    context = _job_context(found, message=message, message_kind=kind)
+    if getattr(request, "htmx", False):
+        return render(request, "jobs/_job_progress.html", context, status=status)
+    if status == 200:
+        return redirect("jobs_pages:job", job_id=found.pk)
+    return render(request, "jobs/job.html", context, status=status)
 
 
 class _Echo:
@@ -280,5 +307,6 @@ urls = [
     path("start/", start, name="start"),
     path("<int:job_id>/", job, name="job"),
     path("<int:job_id>/progress/", job_progress, name="job-progress"),
+    path("<int:job_id>/cancel/", job_cancel, name="job-cancel"),
     path("<int:job_id>/changes.csv", job_changes, name="job-changes"),
 ]

@@ -2,7 +2,8 @@
 
 Scope: ``--all``, ``--provider N``, ``--kid K``, ``--since``/``--until`` (ISO 8601, on the claims'
 receipt), ``--checkpoint SIZE``; the options combine. ``--wait`` follows the job with a progress
-bar on one line; ``--export JOB_ID`` writes the claims whose verdict a job changed, as CSV.
+bar on one line; ``--export JOB_ID`` writes the claims whose verdict a job changed, as CSV;
+``--cancel JOB_ID`` stops a queued or running job (exit status 1 when it had already ended).
 """
 
 from __future__ import annotations
@@ -55,10 +56,18 @@ class Command(BaseCommand):
             metavar="JOB_ID",
             help="write the claims whose verdict JOB_ID changed, as CSV",
         )
+        parser.add_argument(
+            "--cancel",
+            type=int,
+            metavar="JOB_ID",
+            help="cancel JOB_ID: chunks not started do nothing (--reason says why)",
+        )
 
     def handle(self, *args, **opts):
         if opts["export"] is not None:
             return self._export(opts["export"])
+        if opts["cancel"] is not None:
+            return self._cancel(opts["cancel"], opts["reason"])
         scope = {
             k: opts[k]
             for k in ("provider", "kid", "since", "until", "checkpoint")
@@ -110,3 +119,13 @@ class Command(BaseCommand):
         writer = csv.writer(self.stdout, lineterminator="\n")
         for row in services.job_changes_rows(job):
             writer.writerow(row)
+
+    def _cancel(self, job_id: int, reason: str) -> None:
+        job = BatchJob.objects.filter(pk=job_id).first()
+        if job is None:
+            raise CommandError(f"no job {job_id}")
+        try:
+            job = services.job_cancel(job, None, reason=reason or "manage.py")
+        except DomainError as exc:
+            raise CommandError(exc.detail) from exc
+        self.stdout.write(f"job {job.pk} cancelled after {job.done} of {job.total} claims")
