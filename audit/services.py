@@ -34,6 +34,24 @@ def _checked(data: dict | None) -> dict:
     return data
 
 
+# An entry's columns as written, in the order of :func:`audit_values` (config.bulk.insert_rows).
+ENTRY_FIELDS = ("at", "actor_id", "actor_label", "action", "target", "why", "data")
+
+
+def audit_values(
+    *,
+    actor,
+    action: str,
+    target: str,
+    why: str = "",
+    data: dict | None = None,
+    at: datetime | None = None,
+) -> tuple:
+    """An entry as a row of ``ENTRY_FIELDS``, for writing many at once."""
+    actor_id = actor.pk if getattr(actor, "pk", None) else None
+    return (at or timezone.now(), actor_id, actor_label(actor), action, target, why, _checked(data))
+
+
 def audit_entry(
     *,
     actor,
@@ -44,15 +62,8 @@ def audit_entry(
     at: datetime | None = None,
 ) -> AuditEntry:
     """An unsaved entry (for ``AuditEntry.objects.bulk_create``)."""
-    return AuditEntry(
-        at=at or timezone.now(),
-        actor=actor if getattr(actor, "pk", None) else None,
-        actor_label=actor_label(actor),
-        action=action,
-        target=target,
-        why=why,
-        data=_checked(data),
-    )
+    row = audit_values(actor=actor, action=action, target=target, why=why, data=data, at=at)
+    return AuditEntry(**dict(zip(ENTRY_FIELDS, row, strict=True)))
 
 
 def audit_record(

@@ -15,6 +15,8 @@ from typing import Any
 from django.db import connection, models, transaction
 from django.utils import timezone
 
+from config.bulk import insert_rows
+
 
 class ClaimStatus(models.TextChoices):
     RECEIVED = "received", "received"
@@ -92,6 +94,7 @@ def claim_transitions(
     and one INSERT of a ``ClaimEvent`` per step: what a verification run does on its way from
     received through verifying to its verdict."""
     from audit.models import AuditEntry
+    from audit.services import ENTRY_FIELDS
     from claims.models import BilledAnchor, Claim, ClaimEvent
 
     old = at = claim.status
@@ -101,8 +104,8 @@ def claim_transitions(
             raise InvalidTransition(at, to)
         leaves_live |= at in LIVE and to not in LIVE
         at = to
-    now = timezone.now()
-    values = {"updated_at": now, **(fields or {}), "status": at}
+    values = {"updated_at": timezone.now(), **(fields or {}), "status": at}
+    actor_id = _actor_id(actor)
     # savepoint=False saves two round trips inside a caller's transaction; nothing inside raises
     # on the expected path, so a caller catching ConcurrentTransition keeps a usable transaction.
     with transaction.atomic(savepoint=False):
@@ -110,24 +113,12 @@ def claim_transitions(
         if moved == 1:
             if leaves_live:
                 BilledAnchor.objects.filter(claim_id=claim.pk).update(live=False)
-            events, before = [], old
+            events, before, at = [], old, values["updated_at"]
             for to, reason, snapshot in steps:
-                events.append(
-                    ClaimEvent(
-                        claim_id=claim.pk,
-                        at=values["updated_at"],
-                        actor=actor,
-                        old_status=before,
-                        new_status=to,
-                        reason=reason,
-                        snapshot=snapshot or {},
-                    )
-                )
+                events.append((claim.pk, at, actor_id, before, to, reason, snapshot or {}))
                 before = to
-            ClaimEvent.objects.bulk_create(events)
-            AuditEntry.objects.bulk_create(
-                _audit_entries(claim, old, steps, actor, values["updated_at"])
-            )
+            insert_rows(ClaimEvent, EVENT_FIELDS, events)
+            insert_rows(AuditEntry, ENTRY_FIELDS, _audit_entries(claim, old, steps, actor, at))
     if moved != 1:
         raise ConcurrentTransition(f"claim {claim.pk} is no longer {old}")
     for name, value in values.items():
@@ -154,6 +145,7 @@ def claim_transitions_many(moves: Sequence[Move], *, actor=None) -> list:
     for them and they are left as they were; the others are updated in place.
     """
     from audit.models import AuditEntry
+    from audit.services import ENTRY_FIELDS
     from claims.models import BilledAnchor, ClaimEvent
 
     planned = []  # (claim, old, steps, values, leaves live)
@@ -185,20 +177,15 @@ def claim_transitions_many(moves: Sequence[Move], *, actor=None) -> list:
         if releasing:
             BilledAnchor.objects.filter(claim_id__in=releasing).update(live=False)
         events, entries = [], []
+        actor_id = _actor_id(actor)
         for claim, old, steps, values, _ in done:
-            before = old
+            before, now = old, values["updated_at"]
             for to, reason, snapshot in steps:
-                events.append(
-                    ClaimEvent(claim_id=claim.pk, at=values["updated_at"], actor=actor,
-                               old_status=before, new_status=to, reason=reason,
-                               snapshot=snapshot or {})
-                )  # fmt: skip
+                events.append((claim.pk, now, actor_id, before, to, reason, snapshot or {}))
                 before = to
-            entries += _audit_entries(claim, old, steps, actor, values["updated_at"])
-        if events:
-            ClaimEvent.objects.bulk_create(events)
-        if entries:
-            AuditEntry.objects.bulk_create(entries)
+            entries += _audit_entries(claim, old, steps, actor, now)
+        insert_rows(ClaimEvent, EVENT_FIELDS, events)
+        insert_rows(AuditEntry, ENTRY_FIELDS, entries)
     for claim, _, _, values, _ in done:
         for name, value in values.items():
             setattr(claim, name, value)
@@ -229,9 +216,11 @@ def _one_by_one(planned: list, actor) -> list:
 def _update_many(planned: list) -> set[int]:
     """One compare-and-set UPDATE for ``planned``; the ids of the rows it moved.
 
-    VALUES columns: id, old status, then each written column; a column that not every move
-    writes comes with a flag column (CASE keeps the row's own value where the flag is false).
-    PostgreSQL types each VALUES column from the claims_claim column (CAST); SQLite needs none.
+    Columns: id, old status, then each written column; a column that not every move writes
+    comes with a flag column (CASE keeps the row's own value where the flag is false). On
+    PostgreSQL each column is one array parameter typed as its claims_claim column and
+    ``unnest``-ed (psycopg binds a few arrays much faster than thousands of placeholders); on
+    SQLite a ``VALUES`` list.
     """
     from claims.models import Claim
 
@@ -241,41 +230,44 @@ def _update_many(planned: list) -> set[int]:
     pg = connection.vendor == "postgresql"
     quote = connection.ops.quote_name
     table = quote(opts.db_table)
-
-    def cast(expr: str, field) -> str:
-        return f"CAST({expr} AS {field.db_type(connection)})" if pg else expr
-
     pk = opts.pk
     status = opts.get_field("status")
-    sets, width = [], 2
+    # The VALUES columns, one list each, and their database types.
+    columns: list[list] = [[pk.get_db_prep_value(c.pk, connection) for c, *_ in planned],
+                           [old for _, old, *_ in planned]]  # fmt: skip
+    types = [pk.db_type(connection), status.db_type(connection)]
+    sets = []
     for name in names:
         field = opts.get_field(name)
-        width += 1
-        value = cast(f"v.column{width}", field)
-        if name not in everywhere:
-            width += 1
-            flag = f"CAST(v.column{width} AS boolean)" if pg else f"v.column{width}"
-            value = f"CASE WHEN {flag} THEN {value} ELSE {table}.{quote(field.column)} END"
-        sets.append(f"{quote(field.column)} = {value}")
-    params: list = []
-    for claim, old, _, values, _ in planned:
-        params += [pk.get_db_prep_value(claim.pk, connection), old]
-        for name in names:
-            field = opts.get_field(name)
-            given = name in values
-            value = values.get(name)
+        values = []
+        for _, _, _, given, _ in planned:
+            value = given.get(name)
             if field.is_relation and isinstance(value, models.Model):
                 value = value.pk
-            params.append(field.get_db_prep_save(value, connection) if given else None)
-            if name not in everywhere:
-                params.append(given)
-    row = "(" + ", ".join(["%s"] * width) + ")"
+            values.append(field.get_db_prep_save(value, connection) if name in given else None)
+        columns.append(values)
+        types.append(field.db_type(connection))
+        value = f"v.column{len(columns)}"
+        if name not in everywhere:
+            columns.append([name in given for *_, given, _ in planned])
+            types.append("boolean")
+            flag = f"v.column{len(columns)}"
+            value = f"CASE WHEN {flag} THEN {value} ELSE {table}.{quote(field.column)} END"
+        sets.append(f"{quote(field.column)} = {value}")
+    if pg:  # one array per column: the statement's text is the same for any number of claims
+        names_ = ", ".join(f"column{i}" for i in range(1, len(columns) + 1))
+        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        source, params = f"unnest({arrays}) AS v({names_})", columns
+    else:
+        row = "(" + ", ".join(["%s"] * len(columns)) + ")"
+        source = f"(VALUES {', '.join([row] * len(planned))}) AS v"
+        params = [value for values in zip(*columns, strict=True) for value in values]
     # Every name in the text comes from the model's options; every value is a parameter.
     sql = (
         f"UPDATE {table} SET {', '.join(sets)} "  # noqa: S608
-        f"FROM (VALUES {', '.join([row] * len(planned))}) AS v "
-        f"WHERE {table}.{quote(pk.column)} = {cast('v.column1', pk)} "
-        f"AND {table}.{quote(status.column)} = {cast('v.column2', status)} "
+        f"FROM {source} "
+        f"WHERE {table}.{quote(pk.column)} = v.column1 "
+        f"AND {table}.{quote(status.column)} = v.column2 "
         f"RETURNING {table}.{quote(pk.column)}"
     )
     with connection.cursor() as cursor:
@@ -283,11 +275,19 @@ def _update_many(planned: list) -> set[int]:
         return {row[0] for row in cursor.fetchall()}
 
 
+def _actor_id(actor) -> int | None:
+    return actor.pk if getattr(actor, "pk", None) else None
+
+
+# A ClaimEvent's columns as written (config.bulk.insert_rows).
+EVENT_FIELDS = ("claim_id", "at", "actor_id", "old_status", "new_status", "reason", "snapshot")
+
+
 def _audit_entries(claim, old: str, steps: list[tuple[str, str, dict | None]], actor, now):
     """One audit entry per step (verdicts, approvals, denials, payments...): who, why, from and to,
     and the step's snapshot when it has a canonical JSON form (it always has in this code base;
-    an odd one is left out rather than failing the transition)."""
-    from audit.services import audit_entry
+    an odd one is left out rather than failing the transition). Rows of ``ENTRY_FIELDS``."""
+    from audit.services import audit_values
 
     entries, before, target = [], old, f"claim:{claim.public_id}"
     for to, reason, snapshot in steps:
@@ -295,12 +295,12 @@ def _audit_entries(claim, old: str, steps: list[tuple[str, str, dict | None]], a
         if snapshot:
             data["snapshot"] = snapshot
         try:
-            entry = audit_entry(
+            entry = audit_values(
                 actor=actor, action="claim.status", target=target, why=reason, data=data, at=now
             )
         except (TypeError, ValueError):
             data["snapshot"] = "(not recorded: it has no canonical JSON form)"
-            entry = audit_entry(
+            entry = audit_values(
                 actor=actor, action="claim.status", target=target, why=reason, data=data, at=now
             )
         entries.append(entry)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -53,6 +52,7 @@ from claims.states import (
     claim_transition,
     claim_transitions_many,
 )
+from config.bulk import insert_rows
 from review.reasons import DENIAL_REASONS
 
 log = logging.getLogger(__name__)
@@ -270,8 +270,8 @@ class _Writes:
     moves: list[Move] = field(default_factory=list)
     releases: bool = False  # a pending move takes a claim out of a live state
     reruns: list[tuple[int, int]] = field(default_factory=list)  # (claim, run) to clear
-    checks: list[ClaimCheck] = field(default_factory=list)
-    items: list[str] = field(default_factory=list)  # claim, sequence, url, verdict, reason
+    checks: list[tuple] = field(default_factory=list)  # _CHECK_COLUMNS
+    items: list[tuple] = field(default_factory=list)  # claim, sequence, url, verdict, reason
 
     def flush_moves(self) -> None:
         """Move the claims now. Every claim of a batch is locked: a claim that did not move is
@@ -288,46 +288,13 @@ class _Writes:
             for claim_id, run in self.reruns:
                 where |= Q(claim_id=claim_id, run=run)
             ClaimCheck.objects.filter(where).delete()
-        if self.checks:
-            _insert_checks(self.checks)
+        insert_rows(ClaimCheck, _CHECK_COLUMNS, self.checks)
         if self.items:
-            values = ", ".join(["(%s, %s, %s, %s, %s)"] * (len(self.items) // 5))
-            with connection.cursor() as cursor:
-                codes = ", ".join(["%s"] * len(_ADJUSTER_CODES))
-                sql = _ADJUDICATE_SQL.format(values=values, adjuster_codes=codes)
-                cursor.execute(sql, [*self.items, *_ADJUSTER_CODES])
+            _adjudicate_items(self.items)
         self.reruns, self.checks, self.items = [], [], []
 
 
 _CHECK_COLUMNS = ("claim_id", "run", "name", "outcome", "sentence", "evidence", "checked_at")
-
-
-def _insert_checks(rows: list[ClaimCheck]) -> None:
-    """Insert check rows. On PostgreSQL with COPY: a batch's few hundred rows with their JSON
-    evidence take a third to a half of the time of bulk_create's ``INSERT ... UNNEST`` (the
-    statement is logged as Django logs queries, so query counts still see it). Elsewhere
-    ``bulk_create``."""
-    if connection.vendor != "postgresql" or len(rows) < 2:
-        ClaimCheck.objects.bulk_create(rows)
-        return
-    quote = connection.ops.quote_name
-    opts = ClaimCheck._meta
-    columns = ", ".join(quote(opts.get_field(f).column) for f in _CHECK_COLUMNS)
-    sql = f"COPY {quote(opts.db_table)} ({columns}) FROM STDIN"
-    began = time.perf_counter()
-    # wrap_database_errors: psycopg's errors become Django's (IntegrityError, OperationalError)
-    with (
-        connection.wrap_database_errors,
-        connection.cursor() as cursor,
-        cursor.cursor.copy(sql) as copy,
-    ):
-        for r in rows:  # evidence as JSONField writes it (json.dumps, no encoder)
-            copy.write_row((r.claim_id, r.run, r.name, r.outcome, r.sentence,
-                            json.dumps(r.evidence), r.checked_at))  # fmt: skip
-    if connection.queries_logged:
-        connection.queries_log.append(
-            {"sql": f"{sql} -- {len(rows)} rows", "time": f"{time.perf_counter() - began:.3f}"}
-        )
 
 
 def _settle(ctx: Context, results: list[Result], correction, writes: _Writes) -> None:
@@ -473,15 +440,12 @@ def _stop_waiting(results: list[Result], claim: Claim, now) -> None:
             r.sentence = f"Stopped waiting after {waited} s: {r.sentence}"
 
 
-def _rows(claim: Claim, run: int, results: list[Result], now) -> list[ClaimCheck]:
-    return [
-        ClaimCheck(claim=claim, run=run, name=r.name, outcome=r.outcome, sentence=r.sentence,
-                   evidence=r.evidence, checked_at=now)
-        for r in results
-    ]  # fmt: skip
+def _rows(claim: Claim, run: int, results: list[Result], now) -> list[tuple]:
+    return [(claim.pk, run, r.name, r.outcome, r.sentence, r.evidence, now) for r in results]
 
 
-# One statement for every item of every claim of a batch (PostgreSQL, and SQLite from 3.33).
+# One statement for every item of every claim of a batch: on PostgreSQL five array parameters
+# (config/bulk.py says why), on SQLite (from 3.33) a VALUES list.
 _ADJUDICATE_SQL = """
 UPDATE claims_claimitem SET
     procedure_url = v.column3,
@@ -490,13 +454,32 @@ UPDATE claims_claimitem SET
     eligible = CASE WHEN v.column4 = 'denied' THEN 0 ELSE claims_claimitem.submitted END,
     benefit = CASE v.column4 WHEN 'approved' THEN claims_claimitem.submitted
                              WHEN 'denied' THEN 0 END
-FROM (VALUES {values}) AS v
+FROM {source}
 WHERE claims_claimitem.claim_id = CAST(v.column1 AS BIGINT)
   AND claims_claimitem.sequence = CAST(v.column2 AS INTEGER)
   AND NOT (v.column4 <> 'denied'
            AND claims_claimitem.adjudication IN ('adjusted', 'denied')
            AND claims_claimitem.reason_code IN ({adjuster_codes}))
 """
+_UNNEST_ITEMS = (
+    "unnest(%s::bigint[], %s::integer[], %s::text[], %s::text[], %s::text[]) "
+    "AS v(column1, column2, column3, column4, column5)"
+)
+
+
+def _adjudicate_items(items: list[tuple]) -> None:
+    """Write each item's line-level answer: (claim id, sequence, url, verdict, reason)."""
+    codes = ", ".join(["%s"] * len(_ADJUSTER_CODES))
+    if connection.vendor == "postgresql":
+        source, params = _UNNEST_ITEMS, [list(column) for column in zip(*items, strict=True)]
+    else:
+        source = f"(VALUES {', '.join(['(%s, %s, %s, %s, %s)'] * len(items))}) AS v"
+        params = [value for item in items for value in item]
+    sql = _ADJUDICATE_SQL.format(source=source, adjuster_codes=codes)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *_ADJUSTER_CODES])
+
+
 # An adjuster's adjustment or denial of a line (with a CARC reason code) survives a
 # re-verification that does not reject the claim: only a failed check overrides it.
 _ADJUSTER_CODES = sorted(DENIAL_REASONS)
@@ -511,7 +494,7 @@ def _adjudicate(ctx: Context, status: str, results: list[Result], writes: _Write
     verdict = {S.VERIFIED: "approved", S.REJECTED: "denied", S.VOIDED: "denied"}.get(
         status, "pending"
     )
-    params: list[str] = []
+    params: list[tuple] = []
     for sequence, urls in ctx.item_procedures.items():
         reason = ""
         if status == S.VOIDED:
@@ -519,8 +502,7 @@ def _adjudicate(ctx: Context, status: str, results: list[Result], writes: _Write
         elif status == S.REJECTED:
             reasons = [ctx.procedure_failures[u] for u in urls if u in ctx.procedure_failures]
             reason = reasons[0] if reasons else f"rejected:{failed}"[:50]
-        params += [str(ctx.claim.pk), str(sequence), urls[0][:300] if urls else "", verdict,
-                   reason]  # fmt: skip
+        params.append((ctx.claim.pk, sequence, urls[0][:300] if urls else "", verdict, reason))
     if not params:  # the items could not be read (invalid FHIR): the same answer for all
         denied = verdict == "denied"
         ClaimItem.objects.filter(claim=ctx.claim).update(

@@ -19,7 +19,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from django.db import IntegrityError, ProgrammingError, transaction
+from django.db import IntegrityError, ProgrammingError, connection, transaction
 
 from claims.checks import FAIL, PASS, WAIT, Context, Result, b64
 from claims.models import BilledAnchor, Claim
@@ -179,21 +179,40 @@ def double_billed(ctx: Context, taken: list[dict]) -> Result:
 def reserve_many(claims: list[tuple[Claim, list[tuple[bytes, int, str]]]]) -> bool:
     """Make each claim the live biller of its anchors, all in one statement, or none of them
     (False: someone, maybe another claim of the list, holds one; reserve each on its own)."""
-    rows = [BilledAnchor(claim=claim, commitment=c, leaf_index=i, live=True)
-            for claim, anchors in claims for c, i, _ in anchors]  # fmt: skip
+    rows = [(claim.pk, c, i) for claim, anchors in claims for c, i, _ in anchors]
     if not rows:
         return True
     try:
         with transaction.atomic():  # a savepoint: a conflict undoes the whole statement only
-            BilledAnchor.objects.bulk_create(
-                rows,
-                update_conflicts=True,
-                unique_fields=["claim", "commitment"],
-                update_fields=["live", "leaf_index"],
-            )
+            _upsert(rows)
     except (IntegrityError, ProgrammingError):  # a taken anchor; one anchor twice in the list
         return False
     return True
+
+
+# One statement whatever the number of rows: three array parameters (config/bulk.py says why).
+_UPSERT_SQL = """
+INSERT INTO claims_billedanchor (claim_id, commitment, leaf_index, live)
+SELECT claim_id, commitment, leaf_index, true
+FROM unnest(%s::bigint[], %s::bytea[], %s::bigint[]) AS r(claim_id, commitment, leaf_index)
+ON CONFLICT (claim_id, commitment) DO UPDATE SET live = true, leaf_index = EXCLUDED.leaf_index
+"""
+
+
+def _upsert(rows: list[tuple[int, bytes, int]]) -> None:
+    """Make each (claim, commitment, leaf) a live billing row: inserted, or made live again
+    (a re-verification). Raises IntegrityError when another claim bills a commitment live."""
+    if connection.vendor != "postgresql":
+        BilledAnchor.objects.bulk_create(
+            [BilledAnchor(claim_id=c, commitment=m, leaf_index=i, live=True) for c, m, i in rows],
+            update_conflicts=True,
+            unique_fields=["claim", "commitment"],
+            update_fields=["live", "leaf_index"],
+        )
+        return
+    claim_ids, commitments, leaves = (list(column) for column in zip(*rows, strict=True))
+    with connection.cursor() as cursor:
+        cursor.execute(_UPSERT_SQL, [claim_ids, commitments, leaves])
 
 
 def reserved(anchors: list[tuple[bytes, int, str]]) -> Result:
@@ -213,13 +232,7 @@ def reserve(ctx: Context, anchors: list[tuple[bytes, int, str]]) -> Result:
     for _attempt in range(3):
         try:
             with transaction.atomic():  # a savepoint: the verification's transaction goes on
-                BilledAnchor.objects.bulk_create(
-                    [BilledAnchor(claim=claim, commitment=c, leaf_index=i, live=True)
-                     for c, i, _ in anchors],
-                    update_conflicts=True,
-                    unique_fields=["claim", "commitment"],
-                    update_fields=["live", "leaf_index"],
-                )  # fmt: skip
+                _upsert([(claim.pk, c, i) for c, i, _ in anchors])
         except IntegrityError:
             if taken := holders(claim, anchors):
                 return double_billed(ctx, taken)

@@ -161,7 +161,7 @@ def test_a_claim_submitted_twice_under_one_key_is_verified_once_in_a_batch():
 def test_check_rows_a_batch_writes_read_back_exactly_and_a_clash_is_an_integrity_error():
     from django.db import IntegrityError, transaction
 
-    from claims.verification import _insert_checks
+    from config.bulk import insert_rows
 
     kit = make_provider()
     claims = [claim_for(kit)[0] for _ in range(2)]
@@ -169,19 +169,17 @@ def test_check_rows_a_batch_writes_read_back_exactly_and_a_clash_is_an_integrity
     written = list(ClaimCheck.objects.filter(claim__in=claims).order_by("id"))
     fields = ("claim_id", "run", "name", "outcome", "sentence", "evidence", "checked_at")
 
-    def copies(run_offset: int, extra: dict) -> list[ClaimCheck]:
-        return [ClaimCheck(**{**{f: getattr(r, f) for f in fields}, "run": r.run + run_offset,
-                              "evidence": {**r.evidence, **extra}})
+    def copies(run_offset: int, extra: dict) -> list[tuple]:
+        return [tuple({**{f: getattr(r, f) for f in fields}, "run": r.run + run_offset,
+                       "evidence": {**r.evidence, **extra}}.values())
                 for r in written]  # fmt: skip
 
     with pytest.raises(IntegrityError), transaction.atomic():
-        _insert_checks(copies(0, {}))  # one result per check per run: the same rows again
+        insert_rows(ClaimCheck, fields, copies(0, {}))  # one result per check per run, again
     odd = {"note": 'é ✓ \\ \t "quoted"', "amount": "105.00", "ratio": 0.5, "none": None}
-    _insert_checks(copies(1, odd))
+    assert insert_rows(ClaimCheck, fields, copies(1, odd)) == len(written)
     again = list(ClaimCheck.objects.filter(claim__in=claims, run=2).order_by("id"))
-    assert [tuple(getattr(r, f) for f in fields) for r in again] == [
-        tuple(getattr(r, f) for f in fields) for r in copies(1, odd)
-    ]
+    assert [tuple(getattr(r, f) for f in fields) for r in again] == copies(1, odd)
 
 
 def _released_then_billed(kit_a, kit_b) -> tuple[Claim, Claim]:
