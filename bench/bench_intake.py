@@ -41,10 +41,8 @@ CONCURRENCY = WORKERS * THREADS
 
 # (label, path suffix, function name): where an intake request's time goes.
 PROFILE_BUCKETS = [
-    ("Django ORM, queries end to end (execute_sql)", "django/db/models/sql/compiler.py",
-     "execute_sql"),
     ("PostgreSQL round trips (psycopg execute)", "psycopg/cursor.py", "execute"),
-    ("token authentication (DRF)", "rest_framework/authentication.py", "authenticate"),
+    ("token authentication (DRF, one query)", "rest_framework/authentication.py", "authenticate"),
     ("intake service (services.claim_submit)", "claims/services.py", "claim_submit"),
     ("  canonical payload (disclosure.canonical_payload)", "claims/disclosure.py",
      "canonical_payload"),
@@ -53,9 +51,11 @@ PROFILE_BUCKETS = [
      "validate_bundle"),
     ("  disclosures (disclosure.disclosed_procedures)", "claims/disclosure.py",
      "disclosed_procedures"),
-    ("  audit entry (audit_record)", "audit/services.py", "audit_record"),
-    ("  queueing the task (Task.delay)", "celery/app/task.py", "delay"),
-    ("the 202 answer (ClaimOutput.data)", "rest_framework/serializers.py", "data"),
+    ("  audit entry (audit_entry)", "audit/services.py", "audit_entry"),
+    ("  claim, items, event, audit entry (intake_write.write)", "claims/intake_write.py",
+     "write"),
+    ("  queueing the task (services._enqueue)", "claims/services.py", "_enqueue"),
+    ("the 202 answer (api.accepted_body)", "claims/api.py", "accepted_body"),
 ]  # fmt: skip
 
 

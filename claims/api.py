@@ -8,17 +8,21 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.http import HttpResponse
+from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
+from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import IsAuthenticated
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from claims import selectors, services
+from claims.auth import PROVIDER_ATTR, ProviderTokenAuthentication
 from claims.claim_response import claim_response
-from claims.models import Claim
+from claims.models import Claim, ClaimEvent, ClaimItem, Provider
 from config.errors import TooLarge, Unprocessable
 
 FHIR_JSON = "application/fhir+json"
@@ -90,9 +94,87 @@ class ClaimOutput(serializers.Serializer):
         return CheckOutput(selectors.claim_latest_checks(claim), many=True).data
 
 
+# The providers' API authenticates a token with its user's provider in one query (claims/auth.py).
+AUTHENTICATION = [ProviderTokenAuthentication, SessionAuthentication]
+_UNREAD = object()
+
+
+def provider_of(request: Request) -> Provider:
+    """The provider of the request's user: as the token's query read it (this request), or read
+    now for a user authenticated otherwise (a session)."""
+    provider = getattr(request.user, PROVIDER_ATTR, _UNREAD)
+    if provider is _UNREAD:
+        return selectors.provider_for_user(request.user)
+    if provider is None:
+        raise PermissionDenied("this API is for provider users; this user is bound to no provider")
+    return provider
+
+
+def _when(value) -> str:
+    """A time as DRF's DateTimeField writes it (ISO 8601 in UTC, ``Z``)."""
+    text = timezone.localtime(value).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+def _money(value: Decimal | None) -> str | None:
+    """An amount as ``DecimalField(max_digits=14, decimal_places=2)`` writes it."""
+    return None if value is None else str(value.quantize(Decimal("0.01")))
+
+
+def accepted_body(claim: Claim, items: list[ClaimItem], event: ClaimEvent) -> dict:
+    """A claim just received, exactly as :class:`ClaimOutput` writes it (a test compares them),
+    built from the rows intake wrote: no serializer on the request path."""
+    url = f"/api/v1/claims/{claim.public_id}"
+    return {
+        "id": str(claim.public_id),
+        "status": claim.status,
+        "verdict": claim.verdict,
+        "use": claim.use,
+        "total": _money(claim.total),
+        "currency": claim.currency,
+        "kid": claim.kid,
+        "created_at": _when(claim.created_at),
+        "updated_at": _when(claim.updated_at),
+        "url": url,
+        "claim_response_url": f"{url}/ClaimResponse",
+        "items": [
+            {
+                "sequence": item.sequence,
+                "product_code": item.product_code,
+                "submitted": _money(item.submitted),
+                "eligible": _money(item.eligible),
+                "benefit": _money(item.benefit),
+                "adjudication": item.adjudication,
+                "reason_code": item.reason_code,
+            }
+            for item in items
+        ],
+        "checks": [],  # no verification has run yet
+        "history": [
+            {
+                "at": _when(event.at),
+                "actor": event.actor.username if event.actor_id else None,
+                "old_status": event.old_status,
+                "new_status": event.new_status,
+                "reason": event.reason,
+                "snapshot": event.snapshot,
+            }
+        ],
+    }
+
+
+def _json(body: dict, status: int, **headers: str) -> HttpResponse:
+    """JSON as DRF's JSONRenderer writes it, without content negotiation or a renderer."""
+    text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    return HttpResponse(
+        text.encode(), status=status, content_type="application/json", headers=headers
+    )
+
+
 class ClaimsApi(APIView):
     """Submit a signed claim Bundle (docs/claim-format.md); list your claims."""
 
+    authentication_classes = AUTHENTICATION
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
@@ -106,8 +188,8 @@ class ClaimsApi(APIView):
             422: OpenApiResponse(description="A FHIR OperationOutcome, or a JSON error."),
         },
     )
-    def post(self, request: Request) -> Response:
-        provider = selectors.provider_for_user(request.user)
+    def post(self, request: Request) -> HttpResponse:
+        provider = provider_of(request)
         limit = settings.CLAIMS_MAX_BYTES
         try:
             declared = int(request.META.get("CONTENT_LENGTH") or 0)
@@ -127,12 +209,17 @@ class ClaimsApi(APIView):
             )
         except services.FhirRefusal as exc:
             return fhir_response(exc.outcome, status=422)
-        body = ClaimOutput(submission.claim).data
-        return Response(body, status=202, headers={"Location": body["url"]})
+        claim = submission.claim
+        if submission.created:
+            cache = claim._prefetched_objects_cache
+            body = accepted_body(claim, cache["items"], cache["events"][0])
+        else:  # an earlier claim, as it stands now
+            body = ClaimOutput(claim).data
+        return _json(body, 202, Location=body["url"])
 
     @extend_schema(responses=ClaimOutput(many=True))
     def get(self, request: Request) -> Response:
-        provider = selectors.provider_for_user(request.user)
+        provider = provider_of(request)
         claims = selectors.claims_for_provider(provider)[:100]
         return Response(ClaimOutput(claims, many=True).data)
 
@@ -140,11 +227,12 @@ class ClaimsApi(APIView):
 class ClaimApi(APIView):
     """A claim's status, verdict and every check of its latest verification."""
 
+    authentication_classes = AUTHENTICATION
     permission_classes = [IsAuthenticated]
 
     @extend_schema(responses=ClaimOutput)
     def get(self, request: Request, public_id: str) -> Response:
-        provider = selectors.provider_for_user(request.user)
+        provider = provider_of(request)
         claim = selectors.claim_for_provider(provider=provider, public_id=public_id)
         return Response(ClaimOutput(claim).data)
 
@@ -152,11 +240,12 @@ class ClaimApi(APIView):
 class ClaimResponseApi(APIView):
     """The insurer's answer as a FHIR R4 ClaimResponse (``application/fhir+json``)."""
 
+    authentication_classes = AUTHENTICATION
     permission_classes = [IsAuthenticated]
 
     @extend_schema(responses={(200, FHIR_JSON): OpenApiTypes.OBJECT})
     def get(self, request: Request, public_id: str) -> HttpResponse:
-        provider = selectors.provider_for_user(request.user)
+        provider = provider_of(request)
         claim = selectors.claim_for_provider(provider=provider, public_id=public_id)
         return fhir_response(claim_response(claim))
 

@@ -16,8 +16,8 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from audit.services import audit_record
-from claims import disclosure, fhir_validation, jws, money, selectors
+from audit.services import audit_entry, audit_record
+from claims import disclosure, fhir_validation, intake_write, jws, money, selectors
 from claims.models import Claim, ClaimEvent, ClaimItem, Provider, ProviderKey
 from claims.states import ClaimStatus
 from config.errors import Conflict, DomainError, TooLarge, Unprocessable
@@ -131,7 +131,12 @@ class Submission:
 
 def claim_submit(*, provider: Provider, user, body: bytes, idempotency_key: str) -> Submission:
     """Record a signed claim Bundle and queue its verification; the same key and body again
-    answers the first claim, the same key with another body is a conflict."""
+    answers the first claim, the same key with another body is a conflict.
+
+    The Idempotency-Key is not looked up first: the claim's INSERT meets the unique constraint
+    (provider, key) and, when it was taken, the earlier claim is read then. A refused body is
+    checked against the key too, so a reused key answers as before validation would have.
+    """
     if len(body) > settings.CLAIMS_MAX_BYTES:
         raise TooLarge(f"a claim is at most {settings.CLAIMS_MAX_BYTES} bytes", code="too_large")
     key = idempotency_key.strip()
@@ -140,9 +145,63 @@ def claim_submit(*, provider: Provider, user, body: bytes, idempotency_key: str)
             "send an Idempotency-Key header (1 to 200 characters)", code="idempotency_key"
         )
     body_sha256 = hashlib.sha256(body).digest()
-    if (earlier := _same_key(provider, key, body_sha256)) is not None:
-        return Submission(earlier, created=False)
+    try:
+        accepted = _accepted(provider, body)
+    except DomainError:
+        # A key used before answers its first claim (or 409) whatever this body is.
+        if (earlier := _same_key(provider, key, body_sha256)) is not None:
+            return Submission(earlier, created=False)
+        raise
+    claim = _claim_row(provider, user, key, body, body_sha256, accepted)
+    items = [
+        ClaimItem(
+            claim=claim,
+            sequence=item.sequence,
+            product_code=item.code or "",
+            submitted=item.net.value if item.net else Decimal("0.00"),
+        )
+        for item in sorted(accepted.validated.items, key=lambda item: item.sequence)
+    ]
+    total = str(accepted.validated.total)
+    event = ClaimEvent(
+        claim=claim,
+        at=claim.created_at,
+        actor=user,
+        new_status=ClaimStatus.RECEIVED,
+        reason="submitted",
+        snapshot={"idempotency_key": key, "kid": accepted.kid, "total": total},
+    )
+    entry = audit_entry(
+        actor=user,
+        action="claim.submit",
+        target=f"claim:{claim.public_id}",
+        data={"provider": provider.name, "kid": accepted.kid, "total": total},
+        at=claim.created_at,
+    )
+    if not intake_write.write(claim, items, event, entry):
+        # The key was taken: by an earlier request, or by one that raced this one and committed.
+        if (earlier := _same_key(provider, key, body_sha256)) is not None:
+            return Submission(earlier, created=False)
+        raise Conflict("this Idempotency-Key is in use; try again", code="idempotency_conflict")
+    # After the claim's commit (at once in autocommit mode, else when the outer transaction
+    # commits): nothing is queued for a claim that was not stored.
+    transaction.on_commit(lambda: _enqueue(claim.pk))
+    # What the 202 answer shows of the new claim, as prefetch_related would have read it.
+    claim._prefetched_objects_cache = {"items": items, "events": [event]}
+    return Submission(claim, created=True)
 
+
+@dataclass(frozen=True)
+class _Accepted:
+    """A body that passed intake's checks, with what the claim row needs of it."""
+
+    validated: fhir_validation.ValidatedBundle
+    signed_payload: bytes
+    kid: str
+
+
+def _accepted(provider: Provider, body: bytes) -> _Accepted:
+    """The cheap checks: JSON, the signature's format, FHIR shape, a key of this provider."""
     try:
         bundle, signed_payload = disclosure.canonical_payload(body)
         exact = money.loads(body)  # amounts as exact Decimals, as sent
@@ -163,64 +222,28 @@ def claim_submit(*, provider: Provider, user, body: bytes, idempotency_key: str)
         raise Unprocessable(
             f"{provider.name} has no signing key {detached.kid!r}", code="unknown_key"
         )
-    total = validated.total
-    items = validated.items
+    return _Accepted(validated, signed_payload, detached.kid)
 
+
+def _claim_row(provider, user, key: str, body: bytes, body_sha256: bytes, a: _Accepted) -> Claim:
+    total = a.validated.total
     now = timezone.now()
-    try:
-        with transaction.atomic():
-            claim = Claim.objects.create(
-                provider=provider,
-                submitted_by=user,
-                idempotency_key=key,
-                provider_reference=validated.reference,
-                body_sha256=body_sha256,
-                body=body,
-                signed_payload=signed_payload,
-                kid=detached.kid,
-                use=validated.use,
-                fhir_rules=fhir_validation.RULES_VERSION,
-                total=total.value if total else None,
-                currency=total.currency if total else _currency(items),
-                created_at=now,
-                updated_at=now,
-            )
-            rows = ClaimItem.objects.bulk_create(
-                ClaimItem(
-                    claim=claim,
-                    sequence=item.sequence,
-                    product_code=item.code or "",
-                    submitted=item.net.value if item.net else Decimal("0.00"),
-                )
-                for item in items
-            )
-            event = ClaimEvent.objects.create(
-                claim=claim,
-                at=now,
-                actor=user,
-                new_status=ClaimStatus.RECEIVED,
-                reason="submitted",
-                snapshot={"idempotency_key": key, "kid": detached.kid, "total": str(total)},
-            )
-            audit_record(
-                actor=user,
-                action="claim.submit",
-                target=f"claim:{claim.public_id}",
-                data={"provider": provider.name, "kid": detached.kid, "total": str(total)},
-            )
-            transaction.on_commit(lambda: _enqueue(claim.pk))
-        # What the 202 answer shows of the new claim, as prefetch_related would have read it
-        # (items in sequence order, the one event): three queries fewer per submission.
-        claim._prefetched_objects_cache = {
-            "items": sorted(rows, key=lambda row: row.sequence),
-            "events": [event],
-        }
-    except IntegrityError:
-        # Two requests with one Idempotency-Key raced: the first one's claim is the answer.
-        if (earlier := _same_key(provider, key, body_sha256)) is not None:
-            return Submission(earlier, created=False)
-        raise
-    return Submission(claim, created=True)
+    return Claim(
+        provider=provider,
+        submitted_by=user,
+        idempotency_key=key,
+        provider_reference=a.validated.reference,
+        body_sha256=body_sha256,
+        body=body,
+        signed_payload=a.signed_payload,
+        kid=a.kid,
+        use=a.validated.use,
+        fhir_rules=fhir_validation.RULES_VERSION,
+        total=total.value if total else None,
+        currency=total.currency if total else _currency(a.validated.items),
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def _currency(items) -> str:
