@@ -11,7 +11,15 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 
-from claimproof_cli import CliError, cmd_anchor, cmd_claim, cmd_info, cmd_key, cmd_verify
+from claimproof_cli import (
+    CliError,
+    cmd_anchor,
+    cmd_claim,
+    cmd_info,
+    cmd_key,
+    cmd_payments,
+    cmd_verify,
+)
 from claimproof_cli.context import Context
 from claimproof_cli.http import DEFAULT_TIMEOUT_S
 
@@ -112,6 +120,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("id", metavar="ID")
     p.add_argument("--timeout", dest="wait_timeout", type=float, default=300.0, metavar="S")
     p.add_argument("--interval", type=float, default=2.0, metavar="S")
+
+    payments = groups.add_parser(
+        "payments", help="what the insurer's payment runs paid you"
+    ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = _add(payments, "list", cmd_payments.list_, "your remittances, newest first")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N runs (1 to 100; 100)")
+    p.add_argument("--before", type=int, metavar="RUN_ID", help="runs older than RUN_ID")
+    p = _add(payments, "show", cmd_payments.show, "a run's FHIR PaymentReconciliation for you")
+    p.add_argument("run_id", type=int, metavar="RUN_ID")
+    p.add_argument("--currency", metavar="CODE", help="when the run paid you in several")
 
     verify = groups.add_parser("verify", help="offline proofs of inclusion").add_subparsers(
         dest="action", required=True, metavar="ACTION"

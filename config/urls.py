@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/v1/", include("ledger.api_urls")),
     path("api/v1/", include("claims.urls")),
     path("api/v1/", include("jobs.urls")),
+    path("api/v1/", include("payments.api_urls")),
     path("", include("ledger.c2sp_urls")),  # C2SP tlog-witness and tlog-tiles at the root
     path("api/v1/schema", SpectacularAPIView.as_view(), name="schema"),
     path("api/v1/docs", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),

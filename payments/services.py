@@ -25,7 +25,7 @@ from decimal import Decimal
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Count, Exists, F, OuterRef, QuerySet, Sum
+from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet, Sum
 from django.utils import timezone
 
 from audit.services import audit_record
@@ -576,6 +576,66 @@ def payment_reconciliation(run: PaymentRun, provider_id: int, currency: str = ""
             for reference, claim, amount, at in rows
         ],
     }
+
+
+LIST_MAX = 100  # as the other list endpoints of the API: at most 100, newest first
+
+
+def provider_reconciliations(
+    provider_id: int, *, before: int | None = None, limit: int = LIST_MAX
+) -> list[dict]:
+    """The finished runs that paid ``provider_id``, newest first (run id
+    descending, ``before`` a run id for the next page), one entry per run and currency: what
+    its ``PaymentReconciliation`` says, in short. Two queries whatever the number of runs."""
+    limit = max(1, min(int(limit), LIST_MAX))
+    mine = PaymentRunItem.objects.filter(payout__payee_id=provider_id, run__status__in=FINISHED)
+    if before is not None:
+        mine = mine.filter(run_id__lt=before)
+    paid = mine.filter(settled_at__isnull=False)  # a run that paid this provider nothing has
+    run_ids = list(  # no PaymentReconciliation (the operators see why on the run's page)
+        paid.values_list("run_id", flat=True).distinct().order_by("-run_id")[:limit]
+    )
+    if not run_ids:
+        return []
+    rows = (
+        mine.filter(run_id__in=run_ids)
+        .values("run_id", "run__period", "run__status", "run__finished_at", "currency")
+        .annotate(
+            payouts=Count("pk", filter=Q(settled_at__isnull=False)),
+            unsettled=Count("pk", filter=Q(settled_at__isnull=True)),
+            amount=Sum("amount", filter=Q(settled_at__isnull=False)),
+        )
+        .filter(payouts__gt=0)
+        .order_by("-run_id", "currency")
+    )
+    return [
+        {
+            "run": r["run_id"],
+            "period": r["run__period"],
+            "run_status": r["run__status"],
+            "paid_at": r["run__finished_at"],
+            "currency": r["currency"],
+            "payouts": r["payouts"],
+            "unsettled": r["unsettled"],
+            "amount": (r["amount"] or Decimal("0.00")).quantize(CENT),
+            "outcome": "partial" if r["unsettled"] else "complete",
+            "identifier": f"{r['run_id']}-{provider_id}-{r['currency']}",
+        }
+        for r in rows
+    ]
+
+
+def provider_reconciliation(run_id: int, provider_id: int, currency: str = "") -> dict:
+    """The ``PaymentReconciliation`` of run ``run_id`` for ``provider_id`` only: a run that is
+    unknown or holds none of this provider's payouts is ``NotFound`` (another provider's run
+    reveals nothing)."""
+    run = PaymentRun.objects.filter(pk=run_id).first()
+    if (
+        run is None
+        or not PaymentRunItem.objects.filter(run=run, payout__payee_id=provider_id).exists()
+    ):
+        raise NotFound(f"no payment run {run_id} paid you", code="unknown_payment_run")
+    return payment_reconciliation(run, provider_id, currency)
 
 
 def runs() -> QuerySet[PaymentRun]:
