@@ -262,11 +262,9 @@ def _same_key(provider: Provider, key: str, body_sha256: bytes) -> Claim | None:
 
 
 def _enqueue(claim_id: int) -> None:
-    """Queue verification. The claim is already committed: if the broker is unreachable now, the
-    sweeper (claims_sweep_task) queues it later, and the provider still gets its 202."""
-    from claims.tasks import claim_verify_task
+    """Queue verification (a coalesced drain on Redis: claims/drain.py). The claim is already
+    committed: if the broker is unreachable now, the sweeper (claims_sweep_task) queues it later,
+    and the provider still gets its 202."""
+    from claims.drain import verification_requested
 
-    try:
-        claim_verify_task.delay(claim_id)
-    except Exception:  # any broker failure: the database is the to-do list
-        log.warning("could not queue verification of claim %s; the sweeper will", claim_id)
+    verification_requested(claim_id)

@@ -5,8 +5,9 @@ Verification is idempotent (``claim_verify`` is a no-op unless the claim still w
 batch with other received claims (``claim_verify_many``), so that a worker keeps up with a
 fast intake: one transaction and about sixteen statements per batch, whatever its size, instead
 of seventeen per claim.
-The database is the real to-do list: ``claims_sweep_task`` (beat) re-queues
-claims whose task was lost.
+Intake does not queue a task per claim when the broker is Redis: ``claims_drain_task`` verifies
+the whole backlog (claims/drain.py). The database is the real to-do list: ``claims_sweep_task``
+(beat) re-queues claims whose task was lost.
 """
 
 from __future__ import annotations
@@ -43,11 +44,12 @@ def verify_backoff_s(retries: int, claim: Claim | None = None) -> float:
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None)
-def claim_verify_task(self, claim_id: int) -> None:
+def claim_verify_task(self, claim_id: int, alone: bool = False) -> None:
     """Verify a claim; while it waits for a final checkpoint, try again with backoff (the
-    service turns a wait longer than CLAIMS_VERIFY_WAIT_MAX_S into needs_review)."""
+    service turns a wait longer than CLAIMS_VERIFY_WAIT_MAX_S into needs_review). ``alone``:
+    never in a batch (a batch with this claim failed)."""
     try:
-        claim = _verify(claim_id, first_attempt=self.request.retries == 0)
+        claim = _verify(claim_id, first_attempt=self.request.retries == 0 and not alone)
         if claim is None:  # another worker's batch holds it: look again once it has committed
             raise self.retry(countdown=HELD_RETRY_S)
     except Claim.DoesNotExist:
@@ -89,6 +91,48 @@ def _verify(claim_id: int, *, first_attempt: bool) -> Claim | None:
             if Claim.objects.filter(pk=claim_id, status=ClaimStatus.RECEIVED).exists():
                 return None  # skipped: locked by another worker's batch
     return claim_verify(claim_id=claim_id)
+
+
+DRAIN_MAX_BATCHES = 200  # then the drain hands over to a new message (other tasks get a turn)
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def claims_drain_task() -> int:
+    """Verify received claims in batches until none is left (claims/drain.py); returns how
+    many were concluded or found waiting. A claim waiting for a final checkpoint gets its own
+    ``claim_verify_task``, which retries with backoff."""
+    from claims import drain
+
+    drain.drain_started()
+    size = max(int(getattr(settings, "CLAIMS_VERIFY_BATCH", 50)), 1)
+    done = 0
+    for batch in range(DRAIN_MAX_BATCHES):
+        try:
+            claims = claim_verify_many(pull=size)
+        except (OperationalError, InterfaceError):
+            raise  # acks_late: the message is redelivered; the claims are still received
+        except Exception:
+            log.exception("a verification batch failed: its claims go one by one")
+            _one_by_one(size)
+            return done
+        for claim in claims:
+            if claim.status == ClaimStatus.VERIFYING:  # waiting for a final checkpoint
+                claim_verify_task.apply_async((claim.pk,), countdown=verify_backoff_s(0, claim))
+        done += len(claims)
+        if len(claims) < size:
+            return done
+        if batch == 0:
+            drain.drain_request()  # a backlog: another worker process may help
+    drain.drain_request()  # more left: a new message, so other tasks get a turn
+    return done
+
+
+def _one_by_one(size: int) -> None:
+    """A batch failed (a bug, a poisoned claim): queue each received claim on its own, so one
+    claim cannot hold up the others (the failing one ends in its own task's log)."""
+    ids = Claim.objects.filter(status=ClaimStatus.RECEIVED).order_by("created_at", "pk")
+    for claim_id in ids.values_list("pk", flat=True)[:size]:
+        claim_verify_task.apply_async((claim_id,), kwargs={"alone": True})
 
 
 @shared_task(acks_late=True, ignore_result=True)
