@@ -245,12 +245,15 @@ def payment_chunk_settle(chunk_id: int) -> PaymentChunk:
         )
         claim_ids = sorted(item.payout.claim_id for item in items)
         claims = {c.pk: c for c in Claim.objects.select_for_update().filter(pk__in=claim_ids)}
-        # Read after the claims' locks: a batch job voids a payout under its claim's lock.
-        voided = dict(
-            Payout.objects.filter(
-                pk__in=[i.payout_id for i in items], voided_at__isnull=False
-            ).values_list("pk", "void_reason")
-        )
+        # Read after the claims' locks: a batch job voids a payout (and releases its items)
+        # under its claim's lock. A released item is never paid, even if the payout was
+        # approved again since (with another amount): a later run takes it.
+        voided = {
+            pk: reason or "its approval was withdrawn"
+            for pk, reason in PaymentRunItem.objects.filter(pk__in=[i.pk for i in items])
+            .filter(Q(released_at__isnull=False) | Q(payout__voided_at__isnull=False))
+            .values_list("pk", "payout__void_reason")
+        }
         revoked = _revoked_keys({c.kid for c in claims.values()})
         now = timezone.now()
         settled: dict[str, list] = defaultdict(lambda: [0, Decimal("0.00")])
@@ -293,9 +296,9 @@ def payment_chunk_settle(chunk_id: int) -> PaymentChunk:
 
 
 def _voided(item: PaymentRunItem, voided: dict[int, str]) -> str:
-    if item.payout_id not in voided:
+    if item.pk not in voided:
         return ""
-    return f"payout {item.payout.reference} was voided: {voided[item.payout_id]}"
+    return f"payout {item.payout.reference} was voided after this run took it: {voided[item.pk]}"
 
 
 def _revoked_keys(kids: set[str]) -> dict[str, tuple[datetime, str]]:

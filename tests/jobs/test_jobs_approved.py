@@ -184,3 +184,38 @@ def test_an_unchanged_verdict_leaves_the_claim_approved_with_its_payout():
         ("approved", Decimal("105.00"))
     }
     assert run_paying(days_ago(0)).settled == 1
+
+
+def test_a_run_that_took_the_payout_before_the_job_never_pays_it_even_approved_again(settings):
+    """The run collected the payout; the job voided it; an adjuster approved again with another
+    amount; only then the run settles: it pays nothing (the old amount is not the payout's),
+    and the next run pays the new amount, once."""
+    [claim] = approved_claims(1)
+    approved_on(claim, days_ago(1))
+    run = payments.payment_run_start(days_ago(1))
+    chunks: list[int] = []
+    payments.payment_run_collect(run.pk, dispatch=chunks.append)  # took it, not settled yet
+    settings.CLAIMS_REVIEW_ABOVE = Decimal("50.00")
+    run_job(jobs.job_start({"all": True}))
+    adjuster = Approval.objects.get(claim=claim).user
+    item_decide(
+        claim_id=claim.pk,
+        user=adjuster,
+        sequence=1,
+        action="adjust",
+        amount=Decimal("80.00"),
+        reason_code="45",
+    )
+    assert claim_approve(claim_id=claim.pk, user=adjuster).payout.amount == Decimal("80.00")
+    for chunk_id in chunks:
+        payments.payment_chunk_settle(chunk_id)
+    run.refresh_from_db()
+    assert (run.status, run.settled, run.errors) == (P.FAILED, 0, 1)
+    item = PaymentRunItem.objects.get(run=run)
+    assert item.settled_at is None and "voided after this run took it" in item.error
+    assert Payout.objects.get(claim=claim).settled_at is None
+
+    today = run_paying(days_ago(0))
+    assert (today.settled, today.totals.get().settled_amount) == (1, Decimal("80.00"))
+    assert Claim.objects.get(pk=claim.pk).status == S.PAID
+    assert ClaimEvent.objects.filter(claim=claim, new_status=S.PAID).count() == 1
