@@ -135,3 +135,20 @@ def test_the_openapi_schema_describes_the_remittance_api():
     one = paths["/api/v1/payments/reconciliations/{run_id}"]["get"]
     assert "application/fhir+json" in one["responses"]["200"]["content"]
     assert {"404", "409", "422"} <= set(one["responses"])
+
+
+def test_a_run_that_paid_in_two_currencies_is_one_entry_each_and_needs_the_currency():
+    kit = cf.make_provider()
+    euro, _ = approved_claims(2, kit)
+    Payout.objects.filter(claim=euro).update(currency="EUR")
+    run = settled_run(timezone.now().date())
+    rows = client_for(kit).get(URL).json()
+    assert [(r["run"], r["currency"], r["amount"]) for r in rows] == [
+        (run.pk, "EUR", "105.00"),
+        (run.pk, "USD", "105.00"),
+    ]
+    assert rows[0]["url"] == f"{URL}/{run.pk}?currency=EUR"
+    refused = client_for(kit).get(f"{URL}/{run.pk}")
+    assert refused.status_code == 422 and refused.json()["code"] == "currency_required"
+    euros = json.loads(client_for(kit).get(rows[0]["url"]).content)
+    assert euros["paymentAmount"]["currency"] == "EUR" and len(euros["detail"]) == 1
