@@ -220,13 +220,14 @@ def _first_checks(
 
 
 def _fhir(ctx: Context) -> Result:
-    """The ``fhir`` check. A claim's first run trusts intake's validation when intake applied
-    the same rules (``Claim.fhir_rules``): the Bundle's views are built without the R4B models,
-    and the totals and internal references are checked as always. Every later run (batch jobs
-    re-verifying) validates in full."""
+    """The ``fhir`` check. Every run trusts intake's validation when intake applied the rules in
+    force now (``Claim.fhir_rules``; ``RULES_VERSION`` is raised with any change of rules or of
+    fhir.resources, tests/claims/test_verification.py pins it): the stored bytes never change,
+    so validating them again under the same rules gives the same answer. The Bundle's views are
+    then built without the R4B models, and the totals and internal references are checked as
+    always. A claim accepted under other rules is validated in full."""
     claim = ctx.claim
-    first_run = claim.verification_runs <= 1 and claim.status in WORKING
-    with fhir_validation.trusting_intake(claim.fhir_rules if first_run else 0):
+    with fhir_validation.trusting_intake(claim.fhir_rules):
         result = fhir_check.check(ctx)
     if ctx.validated is not None and ctx.validated.intake_rules:
         said = f"validated at intake under rules v{ctx.validated.intake_rules}"

@@ -330,7 +330,7 @@ def test_a_trusted_bundle_still_has_its_amounts_and_references_checked(kit):
     )
 
 
-def test_other_rules_and_later_runs_validate_in_full(kit, monkeypatch):
+def test_other_rules_validate_in_full_and_later_runs_trust_the_same_rules(kit, monkeypatch):
     older, _ = claim_for(kit)
     older.__class__.objects.filter(pk=older.pk).update(fhir_rules=0)  # before the column
     bumped, _ = claim_for(kit)
@@ -342,12 +342,34 @@ def test_other_rules_and_later_runs_validate_in_full(kit, monkeypatch):
         assert "fhir_validation" not in checks(verified(bumped))["fhir"].evidence
     assert "fhir_validation" in checks(verified(again), 1)["fhir"].evidence
 
-    claim_reverify(claim_id=again.pk)  # run 2: a batch job re-verifying
+    claim_reverify(claim_id=again.pk)  # run 2: a batch job re-verifying, same rules, same bytes
     again = verified(again)
     assert again.verification_runs == 2 and again.status == S.VERIFIED
     rerun = checks(again, 2)["fhir"]
+    assert rerun.outcome == "pass" and "validated at intake" in rerun.evidence["fhir_validation"]
+
+    claim_reverify(claim_id=again.pk)  # run 3 after the rules changed: in full
+    with monkeypatch.context() as m:
+        m.setattr(fhir_validation, "RULES_VERSION", fhir_validation.RULES_VERSION + 1)
+        again = verified(again)
+    rerun = checks(again, 3)["fhir"]
     assert rerun.outcome == "pass" and "fhir_validation" not in rerun.evidence
     assert rerun.sentence.startswith("Valid FHIR R4; the amounts add up to")
+
+
+# The releases each RULES_VERSION was set with (pyproject.toml pins them exactly). Trusting an
+# earlier validation is sound only under the same rules: upgrading either fails this test until
+# RULES_VERSION is raised (every stored claim is then validated in full once more).
+RULES_SET_WITH = {1: {"fhir.resources": "8.3.0", "fhir-core": "1.1.12"}}
+
+
+def test_rules_version_is_raised_with_any_upgrade_of_fhir_resources():
+    from importlib.metadata import version
+
+    pinned = RULES_SET_WITH[fhir_validation.RULES_VERSION]
+    assert {name: version(name) for name in pinned} == pinned, (
+        "fhir.resources changed: raise fhir_validation.RULES_VERSION and pin the new releases here"
+    )
 
 
 # --- intake: who owns a signing key (remembered per process) -----------------------------------
