@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from typing import Any
 
 from fhir.resources.R4B import get_fhir_model_class
@@ -523,7 +523,7 @@ class ValidatedBundle:
             )
         )
 
-    @property
+    @cached_property  # read by several checks; the Bundle never changes
     def items(self) -> tuple[ClaimItem, ...]:
         out = []
         pairs = zip(self.claim.item or (), _list(self.claim_json, "item"), strict=False)
