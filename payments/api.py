@@ -11,8 +11,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from claims import selectors
-from claims.api import FHIR_JSON, fhir_response
+from claims.api import AUTHENTICATION, FHIR_JSON, fhir_response, provider_of
 from config.errors import Unprocessable
 from payments import services
 
@@ -54,6 +53,7 @@ class ReconciliationsApi(APIView):
     """Your remittances, newest first: one entry per payment run (and currency) that paid you;
     at most ``limit`` runs (100), ``before`` a run id for the next page."""
 
+    authentication_classes = AUTHENTICATION  # the provider's token, as the claims API
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
@@ -68,7 +68,7 @@ class ReconciliationsApi(APIView):
         },
     )
     def get(self, request: Request) -> Response:
-        provider = selectors.provider_for_user(request.user)
+        provider = provider_of(request)
         rows = services.provider_reconciliations(
             provider.pk,
             before=_int(request, "before", None),
@@ -86,6 +86,7 @@ class ReconciliationApi(APIView):
     """What one payment run paid you, as a FHIR R4 PaymentReconciliation
     (``application/fhir+json``); ``?currency=`` when it paid you in several."""
 
+    authentication_classes = AUTHENTICATION  # the provider's token, as the claims API
     permission_classes = [IsAuthenticated]
 
     @extend_schema(
@@ -98,7 +99,7 @@ class ReconciliationApi(APIView):
         },
     )
     def get(self, request: Request, run_id: int):
-        provider = selectors.provider_for_user(request.user)
+        provider = provider_of(request)
         resource = services.provider_reconciliation(
             run_id, provider.pk, request.query_params.get("currency", "")
         )
