@@ -36,7 +36,9 @@ NAME = "intake"
 TITLE = "5. HTTP intake: POST /api/v1/claims vs a trivial endpoint, gunicorn, same run"
 AIM = 0.5
 REDIS_URL = os.environ.get("CLAIMPROOF_BENCH_REDIS", "redis://127.0.0.1:6379/14")
-WORKERS, THREADS = 2, 4  # gunicorn on this 2-core machine (scripts/serve.py's shape)
+# gunicorn on this 2-core machine (scripts/serve.py's shape); CLAIMPROOF_BENCH_GUNICORN=4x2 tries
+# another shape (workers x threads).
+WORKERS, THREADS = (int(n) for n in os.environ.get("CLAIMPROOF_BENCH_GUNICORN", "2x4").split("x"))
 CONCURRENCY = WORKERS * THREADS
 
 # (label, path suffix, function name): where an intake request's time goes.

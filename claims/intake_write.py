@@ -1,11 +1,11 @@
 """Writing a submitted claim: the claim row, its items, its event and its audit entry, together.
 
-On PostgreSQL it is one statement (data-modifying ``WITH`` clauses), so one round trip and, in
-autocommit mode, its own durable commit: the claim ``INSERT … ON CONFLICT (provider,
-idempotency_key) DO NOTHING RETURNING id``, and the items, the event and the audit entry each
-``INSERT … SELECT … FROM`` that claim, so they are written exactly when the claim is. A taken
-Idempotency-Key writes nothing and the statement answers no row. Inside an outer transaction the
-statement is part of it, as the ORM's writes would be.
+On PostgreSQL it is one statement (data-modifying ``WITH`` clauses, parameters bound by the
+server), so one round trip and, in autocommit mode, its own durable commit: the claim ``INSERT …
+ON CONFLICT (provider, idempotency_key) DO NOTHING RETURNING id``, and the items, the event and
+the audit entry each ``INSERT … SELECT … FROM`` that claim, so they are written exactly when the
+claim is. A taken Idempotency-Key writes nothing and the statement answers no row. Inside an outer
+transaction the statement is part of it, as the ORM's writes would be.
 
 Elsewhere (SQLite in development and tests) the ORM writes the same rows in a transaction.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cache, lru_cache
 
+import psycopg
 from django.db import IntegrityError, connection, transaction
 from django.db.models import AutoField, BigAutoField, Field, Model
 
@@ -121,6 +122,19 @@ def _sql(item_count: int) -> str:
     return f"WITH {', '.join(parts)} SELECT c.{qn('id')}, e.{qn('id')} FROM c, e"  # noqa: S608 (names from the models)
 
 
+def _binding_cursor():
+    """A cursor that sends the parameters apart from the statement (psycopg's server-side
+    binding) instead of quoting them into its text as Django's cursors do: the body's bytes are
+    not spelled out in hex in a 10 kB statement, and psycopg prepares the statement once it has
+    run a few times on a connection. Wrapped as Django wraps its own (errors, query logging)."""
+    connection.ensure_connection()
+    connection.validate_thread_sharing()
+    raw = psycopg.Cursor(connection.connection)
+    if connection.queries_logged:
+        return connection.make_debug_cursor(raw)
+    return connection.make_cursor(raw)
+
+
 def _write_one_statement(
     claim: Claim, items: Sequence[ClaimItem], event: ClaimEvent, entry: AuditEntry
 ) -> bool:
@@ -128,7 +142,7 @@ def _write_one_statement(
     params = _values(claim, claim_f) + _values(event, event_f) + _values(entry, audit_f)
     for item in items:
         params += _values(item, item_f)
-    with connection.cursor() as cursor:
+    with _binding_cursor() as cursor:
         cursor.execute(_sql(len(items)), params)
         row = cursor.fetchone()
     if row is None:
