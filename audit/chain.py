@@ -21,6 +21,7 @@ from audit import conf
 from audit.models import AuditEntry, ChainAnchor
 from config.errors import DomainError
 from ledger import anchor
+from ledger.jcs import canonical
 
 log = logging.getLogger(__name__)
 
@@ -33,67 +34,6 @@ FIELDS = ("id", "at", "actor_id", "actor_label", "action", "target", "why", "dat
 def timestamp(at: datetime) -> str:
     """An entry's time as hashed: RFC 3339 UTC to the microsecond (2026-11-25T10:36:05.123456Z)."""
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-_MAX_INT = 2**53 - 1  # what RFC 8785 (an IEEE 754 double) represents exactly
-
-
-def _canonical(value, out: list[str]) -> None:
-    """RFC 8785 for what JSON columns hold: strings, integers, booleans, null, arrays, objects,
-    floats (those through the rfc8785 package). Strings use the standard library's C escaper:
-    with ensure_ascii off it escapes exactly what JCS escapes, the same way (checked against the
-    rfc8785 package by tests/audit/test_canonical.py)."""
-    if isinstance(value, str):
-        out.append(_escape(value))
-    elif value is None:
-        out.append("null")
-    elif value is True:
-        out.append("true")
-    elif value is False:
-        out.append("false")
-    elif isinstance(value, int):
-        if -_MAX_INT <= value <= _MAX_INT:
-            out.append(str(value))
-        else:
-            rfc8785.dumps(value)  # raises its IntegerDomainError
-            raise ValueError(f"integer out of range: {value}")
-    elif isinstance(value, float):
-        out.append(rfc8785.dumps(value).decode())
-    elif isinstance(value, dict):
-        out.append("{")
-        # JCS orders members by their names' UTF-16 code units
-        keys = list(value)
-        if not all(isinstance(key, str) for key in keys):
-            raise TypeError("object member names are strings")
-        # code point order is UTF-16 order but for names beyond U+FFFF: ASCII names need no more
-        keys.sort(key=None if all(key.isascii() for key in keys) else _utf16)
-        for i, key in enumerate(keys):
-            if i:
-                out.append(",")
-            out.append(_escape(key))
-            out.append(":")
-            _canonical(value[key], out)
-        out.append("}")
-    elif isinstance(value, list | tuple):
-        out.append("[")
-        for i, item in enumerate(value):
-            if i:
-                out.append(",")
-            _canonical(item, out)
-        out.append("]")
-    else:
-        raise TypeError(f"no JSON form for {type(value).__name__}")
-
-
-def _utf16(key: str) -> bytes:
-    return key.encode("utf-16-be")
-
-
-def canonical(value) -> bytes:
-    """RFC 8785 canonical JSON, UTF-8 (raises ValueError or TypeError when there is none)."""
-    out: list[str] = []
-    _canonical(value, out)
-    return "".join(out).encode("utf-8")  # a lone surrogate raises UnicodeEncodeError
 
 
 def entry_bytes(

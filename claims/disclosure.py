@@ -20,7 +20,7 @@ from typing import Any
 import rfc8785
 
 from claims import jws
-from ledger import anchor
+from ledger import anchor, jcs
 
 EXTENSION_URL = "https://claimproof.example/fhir/StructureDefinition/anchor-disclosure"
 SIG_FORMAT = "application/jose"
@@ -105,7 +105,7 @@ def _check_depth(value: object) -> None:
 
 def _jcs(value: object) -> bytes:
     try:
-        return rfc8785.dumps(value)
+        return jcs.canonical(value)
     except rfc8785.IntegerDomainError as exc:
         raise DisclosureError(
             f"an integer beyond +/-(2^53-1) cannot be signed: RFC 8785 numbers are IEEE doubles "

@@ -26,7 +26,7 @@ import nacl.exceptions
 import nacl.signing
 import rfc8785
 
-from ledger import note
+from ledger import jcs, note
 
 VERSION = 1
 CONTEXT = b"claimproof-anchor/v1\n"
@@ -97,7 +97,7 @@ def commitment(salt: bytes, procedure: dict) -> bytes:
     if len(salt) != SALT_BYTES:
         raise AnchorError(f"the salt must be {SALT_BYTES} bytes")
     try:
-        return hashlib.sha256(salt + rfc8785.dumps(procedure)).digest()
+        return hashlib.sha256(salt + jcs.canonical(procedure)).digest()
     except rfc8785.CanonicalizationError as exc:
         raise AnchorError(f"the procedure cannot be canonicalised: {exc}") from exc
 

@@ -1,14 +1,22 @@
-"""The trail's fast RFC 8785 serialiser gives the rfc8785 package's bytes for every JSON value,
-and refuses what has no canonical form."""
+"""The fast RFC 8785 serialiser (ledger.jcs: commitments, signed payloads, the audit trail) gives
+the rfc8785 package's bytes for every JSON value, and refuses what has no canonical form with the
+package's errors."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit.chain import canonical
+from ledger.jcs import canonical
+
+EXAMPLES = sorted(
+    (Path(__file__).resolve().parents[3] / "shared" / "fhir-examples" / "r4").glob("*.json")
+)
 
 _text = st.text(
     alphabet=st.characters(exclude_categories=["Cs"]),  # lone surrogates have no UTF-8
@@ -43,7 +51,24 @@ def test_edge_cases(value):
     assert canonical(value) == rfc8785.dumps(value)
 
 
-@pytest.mark.parametrize("value", [2**53, -(2**60), {"a": object()}, "\ud800", {1: "x"}])
-def test_no_canonical_form_is_refused(value):
-    with pytest.raises((ValueError, TypeError)):
+@pytest.mark.parametrize(
+    ("value", "error"),
+    [
+        (2**53, rfc8785.IntegerDomainError),
+        (-(2**60), rfc8785.IntegerDomainError),
+        (float("nan"), rfc8785.FloatDomainError),
+        ({"a": object()}, rfc8785.CanonicalizationError),
+        ("\ud800", rfc8785.CanonicalizationError),
+        ({1: "x"}, rfc8785.CanonicalizationError),
+    ],
+)
+def test_no_canonical_form_is_refused_with_the_packages_errors(value, error):
+    with pytest.raises(error):
         canonical(value)
+
+
+def test_every_official_example_as_the_package_writes_it():
+    assert len(EXAMPLES) > 40
+    for path in EXAMPLES:
+        value = json.loads(path.read_bytes())
+        assert canonical(value) == rfc8785.dumps(value), path.name
