@@ -6,7 +6,7 @@ import csv
 
 from django.http import StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import IsAdminUser
 from rest_framework.request import Request
@@ -97,6 +97,27 @@ class JobApi(APIView):
     @extend_schema(responses=JobOutput)
     def get(self, request: Request, job_id: int) -> Response:
         return Response(JobOutput(services.job_progress(_job(job_id))).data)
+
+
+class CancelInput(serializers.Serializer):
+    reason = serializers.CharField(max_length=300, required=False, default="")
+
+
+class JobCancelApi(APIView):
+    """Cancel a queued or running job (staff): chunks not started do nothing; 409
+    ``job_finished`` when it had already ended."""
+
+    permission_classes = [IsAdminUser]
+
+    @extend_schema(
+        request=CancelInput,
+        responses={200: JobOutput, 409: OpenApiResponse(description="The job had ended.")},
+    )
+    def post(self, request: Request, job_id: int) -> Response:
+        data = CancelInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        job = services.job_cancel(_job(job_id), request.user, reason=data.validated_data["reason"])
+        return Response(JobOutput(services.job_progress(job)).data)
 
 
 class _Echo:

@@ -19,6 +19,7 @@ from jobs.models import BatchChunk, BatchJob, BatchResult
 from review.roles import Role
 from tests.claims.factories import make_provider
 from tests.jobs.test_jobs_pages import client_for, run_inline, verified_claims
+from tests.review.factories import user_with
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db]
 J = BatchJob.Status
@@ -162,3 +163,21 @@ def test_the_command_cancels_and_says_when_there_is_nothing_to_cancel():
         call_command("verify_claims", "--cancel", str(job.pk))
     with pytest.raises(CommandError, match="no job 999999"):
         call_command("verify_claims", "--cancel", "999999")
+
+
+def test_staff_cancel_through_the_api():
+    from django.contrib.auth import get_user_model
+    from rest_framework.test import APIClient
+
+    job = jobs.job_start({"all": True})
+    staff, other = APIClient(), APIClient()
+    staff.force_authenticate(get_user_model().objects.create_user("ops", is_staff=True))
+    other.force_authenticate(user_with())
+    url = f"/api/v1/jobs/{job.pk}/cancel"
+    assert other.post(url, {}, format="json").status_code == 403
+    answer = staff.post(url, {"reason": "wrong scope"}, format="json")
+    assert answer.status_code == 200 and answer.json()["status"] == "cancelled"
+    assert AuditEntry.objects.get(action="job.cancel").why == "wrong scope"
+    again = staff.post(url, {}, format="json")
+    assert again.status_code == 409 and again.json()["code"] == "job_finished"
+    assert staff.post("/api/v1/jobs/999999/cancel", {}, format="json").status_code == 404
