@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from typing import NamedTuple
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse
@@ -22,11 +24,25 @@ log = logging.getLogger(__name__)
 
 
 _CONFIG: dict[tuple, tuple[str | None, dict[str, list[str]]]] = {}
+# The last (settings and environment seen, when, config): checked per request without the key
+# file's stat, which is taken again at most once per _RECHECK_S.
+_HOT: tuple[tuple, float, tuple[str | None, dict[str, list[str]]]] | None = None
+_RECHECK_S = 1.0
 
 
 def _config(name: str) -> tuple[str | None, dict[str, list[str]]]:
     """The witness's signer key and the logs it follows, parsed once per process for as long as
     the settings, the key's environment variable and its file's mtime stay the same."""
+    global _HOT
+    seen = (
+        name,
+        getattr(settings, "LEDGER_WITNESS_LOGS", None),
+        getattr(settings, "LEDGER_KEYS_DIR", None),
+        os.environ.get(keys.witness_key_env(name)),
+    )
+    hot, now = _HOT, time.monotonic()
+    if hot is not None and now - hot[1] < _RECHECK_S and _same(hot[0], seen):
+        return hot[2]
     path = keys.witnesses_dir() / f"{name}.key"
     try:
         mtime = path.stat().st_mtime_ns
@@ -45,41 +61,45 @@ def _config(name: str) -> tuple[str | None, dict[str, list[str]]]:
         if len(_CONFIG) > 16:
             _CONFIG.clear()
         _CONFIG[memo] = got
+    _HOT = (seen, now, got)
     return got
 
 
-def _text(status: int, detail: str) -> HttpResponse:
-    return HttpResponse(detail + "\n", status=status, content_type="text/plain; charset=utf-8")
+def _same(a: tuple, b: tuple) -> bool:
+    """The same name and key variable, and the same settings objects (by identity: an override
+    replaces them; holding them keeps their ids from being reused)."""
+    return a[0] == b[0] and a[1] is b[1] and a[2] is b[2] and a[3] == b[3]
 
 
-def _no_store(response: HttpResponse) -> HttpResponse:
-    response["Cache-Control"] = "no-store"
-    return response
+class Answer(NamedTuple):
+    """An add-checkpoint answer: the status, its content type and its body."""
+
+    status: int
+    content_type: str
+    body: bytes
 
 
-@csrf_exempt
-@require_POST
-def add_checkpoint(request: HttpRequest) -> HttpResponse:
-    return _no_store(_add_checkpoint(request))
+_TEXT = "text/plain; charset=utf-8"
 
 
-def _add_checkpoint(request: HttpRequest) -> HttpResponse:
+def _text(status: int, detail: str) -> Answer:
+    return Answer(status, _TEXT, (detail + "\n").encode("utf-8"))
+
+
+def too_large(limit: int) -> Answer:
+    return _text(413, f"an add-checkpoint request is at most {limit} bytes")
+
+
+def answer(body: bytes) -> Answer:
+    """The witness's answer to an add-checkpoint request body (at most
+    ``conf.witness_max_body()`` bytes, read by the caller): shared by the Django view and the
+    WSGI fast path (:mod:`ledger.witness_wsgi`), so both answer alike."""
     name = conf.witness_name()
     if not name:
         return _text(404, "this node does not act as a witness")
-    limit = conf.witness_max_body()
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        declared = 0
-    if declared > limit:
-        return _text(413, f"an add-checkpoint request is at most {limit} bytes")
-    body = request.read(limit + 1)
-    if len(body) > limit:
-        return _text(413, f"an add-checkpoint request is at most {limit} bytes")
     try:
         req = tlog_witness.parse_request(body)
-        Checkpoint.parse(note.split_note(req.note_text)[0])
+        cp = Checkpoint.parse(note.split_note(req.note_text)[0])
     except (tlog_witness.WireError, note.NoteError, CheckpointError) as exc:
         return _text(400, f"malformed add-checkpoint request: {exc}")
     signer, logs = _config(name)
@@ -93,17 +113,39 @@ def _add_checkpoint(request: HttpRequest) -> HttpResponse:
             old_size=req.old_size,
             proof=req.proof,
             note_text=req.note_text,
+            checkpoint=cp,
         )
     except witness.SizeConflict as exc:
         size = 0 if exc.size is None else exc.size
-        return HttpResponse(
-            tlog_witness.format_size(size),
-            status=409,
-            content_type=tlog_witness.SIZE_CONTENT_TYPE,
-        )
+        return Answer(409, tlog_witness.SIZE_CONTENT_TYPE, tlog_witness.format_size(size))
     except witness.WitnessRefusal as exc:
         if isinstance(exc, witness.BadProof):
             # Signed by the log yet inconsistent: possible evidence of a fork, keep it.
             log.warning("witness %s refused a bad proof: %s\n%s", name, exc, req.note_text)
         return _text(exc.status, exc.detail)
-    return HttpResponse(lines, content_type=tlog_witness.COSIGNATURE_CONTENT_TYPE)
+    return Answer(200, tlog_witness.COSIGNATURE_CONTENT_TYPE, lines.encode("utf-8"))
+
+
+@csrf_exempt
+@require_POST
+def add_checkpoint(request: HttpRequest) -> HttpResponse:
+    got = _add_checkpoint(request)
+    response = HttpResponse(got.body, status=got.status, content_type=got.content_type)
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+def _add_checkpoint(request: HttpRequest) -> Answer:
+    if not conf.witness_name():
+        return _text(404, "this node does not act as a witness")
+    limit = conf.witness_max_body()
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit:
+        return too_large(limit)
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        return too_large(limit)
+    return answer(body)
