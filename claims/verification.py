@@ -48,6 +48,7 @@ from claims.states import (
     LIVE,
     ClaimStatus,
     ConcurrentTransition,
+    InvalidTransition,
     Move,
     claim_transition,
     claim_transitions_many,
@@ -151,10 +152,13 @@ def _fails(results: list[Result]) -> bool:
 
 
 def claim_reverify(*, claim_id: int, actor=None, reason: str = "re-verification") -> Claim:
-    """Start a new verification run of a concluded claim (batch jobs, after a key revocation)
-    and queue it once committed. Raises ``InvalidTransition`` from states that cannot."""
+    """Start a new verification run of a concluded claim and queue it once committed. Raises
+    ``InvalidTransition`` from states that cannot, and for an approved claim: only a batch job
+    re-verifies one, since its payout is voided or kept with the verdict (jobs.services)."""
     with transaction.atomic():
         claim = Claim.objects.select_for_update().get(pk=claim_id)
+        if claim.status == S.APPROVED:  # its payout decides with it: a batch job's business
+            raise InvalidTransition(claim.status, S.VERIFYING)
         run = claim.verification_runs + 1
         claim_transition(claim=claim, to=S.VERIFYING, actor=actor, reason=f"{reason} (run {run})")
         Claim.objects.filter(pk=claim.pk).update(verification_runs=run, waiting_since=None)

@@ -171,9 +171,10 @@ class MoneyTotal:
 
 
 def unpaid_payouts() -> list[MoneyTotal]:
-    """Approved, not yet paid: the payouts no payment run has settled, per currency."""
+    """Approved, not yet paid: the payouts no payment run has settled, per currency (a voided
+    payout is owed to nobody)."""
     rows = (
-        Payout.objects.filter(settled_at__isnull=True)
+        Payout.objects.filter(settled_at__isnull=True, voided_at__isnull=True)
         .order_by()
         .values("currency")
         .annotate(n=Count("id"), amount=Sum("amount"))

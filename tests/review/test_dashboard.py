@@ -215,6 +215,12 @@ def test_payouts_per_day_per_currency_and_what_is_approved_but_not_paid(provider
     unpaid = {m.currency: (m.count, m.amount) for m in figures.unpaid_payouts()}
     assert unpaid == {"EUR": (3, Decimal("127.75")), "USD": (1, Decimal("1000.00"))}
 
+    # a payout a batch job voided (its claim went back to review) is owed to nobody
+    void = approved("300.00", "USD", day(-1))
+    Payout.objects.filter(pk=void.pk).update(voided_at=day(0), void_reason="key revoked")
+    unpaid = {m.currency: (m.count, m.amount) for m in figures.unpaid_payouts()}
+    assert unpaid["USD"] == (1, Decimal("1000.00"))
+
 
 def test_a_period_is_7_30_or_90_days() -> None:
     assert figures.parse_period(None) == 30
