@@ -403,7 +403,12 @@ def _reverify_batch(job: BatchJob, chunk: BatchChunk, ids: list[int]) -> None:
 
 
 def _reverify_together(job: BatchJob, chunk: BatchChunk, ids: list[int]) -> None:
-    locked = Claim.objects.select_for_update(of=("self",)).filter(pk__in=ids).order_by("pk")
+    locked = (
+        Claim.objects.select_for_update(of=("self",))
+        .filter(pk__in=ids)
+        .only("id", "public_id", "status", "verdict", "verification_runs")  # not the bodies
+        .order_by("pk")
+    )
     claims = list(locked)  # in id order: two deliveries of a chunk queue up, never deadlock
     # Read after the locks: a row another delivery committed while we waited is seen here.
     done = set(
