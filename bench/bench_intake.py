@@ -19,6 +19,7 @@ import io
 import json
 import os
 import pstats
+import re
 import signal
 import socket
 import subprocess
@@ -36,9 +37,23 @@ NAME = "intake"
 TITLE = "5. HTTP intake: POST /api/v1/claims vs a trivial endpoint, gunicorn, same run"
 AIM = 0.5
 REDIS_URL = os.environ.get("CLAIMPROOF_BENCH_REDIS", "redis://127.0.0.1:6379/14")
-# gunicorn on this 2-core machine (scripts/serve.py's shape); CLAIMPROOF_BENCH_GUNICORN=4x2 tries
-# another shape (workers x threads).
-WORKERS, THREADS = (int(n) for n in os.environ.get("CLAIMPROOF_BENCH_GUNICORN", "2x4").split("x"))
+
+
+def production_shape() -> tuple[int, int]:
+    """gunicorn's workers and threads as compose.yaml's ``web`` service runs it (the production
+    shape); CLAIMPROOF_BENCH_GUNICORN=WxT (e.g. 2x4) tries another."""
+    if wanted := os.environ.get("CLAIMPROOF_BENCH_GUNICORN"):
+        workers, threads = wanted.lower().split("x")
+        return int(workers), int(threads)
+    compose = (ROOT / "compose.yaml").read_text()
+    line = next((ln for ln in compose.splitlines() if "gunicorn" in ln and "--workers" in ln), "")
+    workers, threads = re.search(r"--workers=(\d+)", line), re.search(r"--threads=(\d+)", line)
+    if workers is None or threads is None:
+        raise RuntimeError("compose.yaml: no gunicorn --workers/--threads in the web service")
+    return int(workers[1]), int(threads[1])
+
+
+WORKERS, THREADS = production_shape()
 CONCURRENCY = WORKERS * THREADS
 
 # (label, path suffix, function name): where an intake request's time goes.

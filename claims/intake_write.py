@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from functools import cache, lru_cache
 
-import psycopg
 from django.db import IntegrityError, connection, transaction
 from django.db.models import AutoField, BigAutoField, Field, Model
 
 from audit.models import AuditEntry
+from claims.db import binding_cursor
 from claims.models import Claim, ClaimEvent, ClaimItem
 
 
@@ -122,19 +122,6 @@ def _sql(item_count: int) -> str:
     return f"WITH {', '.join(parts)} SELECT c.{qn('id')}, e.{qn('id')} FROM c, e"  # noqa: S608 (names from the models)
 
 
-def _binding_cursor():
-    """A cursor that sends the parameters apart from the statement (psycopg's server-side
-    binding) instead of quoting them into its text as Django's cursors do: the body's bytes are
-    not spelled out in hex in a 10 kB statement, and psycopg prepares the statement once it has
-    run a few times on a connection. Wrapped as Django wraps its own (errors, query logging)."""
-    connection.ensure_connection()
-    connection.validate_thread_sharing()
-    raw = psycopg.Cursor(connection.connection)
-    if connection.queries_logged:
-        return connection.make_debug_cursor(raw)
-    return connection.make_cursor(raw)
-
-
 def _write_one_statement(
     claim: Claim, items: Sequence[ClaimItem], event: ClaimEvent, entry: AuditEntry
 ) -> bool:
@@ -142,7 +129,7 @@ def _write_one_statement(
     params = _values(claim, claim_f) + _values(event, event_f) + _values(entry, audit_f)
     for item in items:
         params += _values(item, item_f)
-    with _binding_cursor() as cursor:
+    with binding_cursor() as cursor:
         cursor.execute(_sql(len(items)), params)
         row = cursor.fetchone()
     if row is None:
