@@ -155,3 +155,27 @@ def test_another_process_moving_the_witness_is_seen_before_any_answer(log_key, w
     assert gone.value.size == 0
     _add(log_key, witness_key, 0, [], _checkpoint(log_key, leaves[:3]))
     assert WitnessState.objects.get().size == 3
+
+
+def test_the_old_root_a_proof_names_is_the_real_one_or_none():
+    """The one-statement swap trusts the old root the proof leads from: it must be the real
+    root of the old tree, and a proof that does not hold must name none."""
+    leaves = _tree(70)
+    for new in (3, 9, 33, 70):
+        for old in range(new + 1):
+            proof = merkle.consistency_proof(old, leaves[:new])
+            new_root = merkle.root_hash(leaves[:new])
+            got = witness._implied_old_root(old, new, new_root, proof)
+            if old and old != new and old & (old - 1) == 0:
+                assert got is None  # the proof leaves a power of two's root out
+            else:
+                assert got == merkle.root_hash(leaves[:old])
+            other = merkle.root_hash(_tree(new, b"other"))
+            if old not in (0, new):  # every tree extends the empty one; size n names itself
+                assert witness._implied_old_root(old, new, other, proof) is None
+            if proof:
+                bent = [proof[0][:-1] + bytes([proof[0][-1] ^ 1]), *proof[1:]]
+                if old != new:
+                    assert witness._implied_old_root(old, new, new_root, bent) is None
+                assert witness._implied_old_root(old, new, new_root, proof[:-1]) is None
+                assert witness._implied_old_root(old, new, new_root, [*proof, proof[0]]) is None
