@@ -1,0 +1,192 @@
+"""POST /add-checkpoint as a real witness node process answers it (ledger/witness_wsgi.py, in front
+of Django): every answer C2SP tlog-witness documents, over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.client
+import itertools
+import threading
+
+import pytest
+
+from ledger import merkle, note, tlog_witness
+from ledger.checkpoint import Checkpoint
+from tests.consortium.conftest import WitnessNode
+
+pytestmark = pytest.mark.postgres
+
+ORIGIN = "dispatch-log.example"
+_names = itertools.count(1)
+
+
+def _tree(n: int, salt: bytes = b"") -> list[bytes]:
+    return [merkle.leaf_hash(salt + i.to_bytes(4, "big")) for i in range(n)]
+
+
+@pytest.fixture
+def log_key():
+    return note.generate_key(ORIGIN)
+
+
+@pytest.fixture
+def node(node_database, witness_nodes, log_key):
+    name = f"dispatch-{next(_names)}.example"
+    signer, verifier = note.generate_cosigner_key(name)
+    node = WitnessNode(
+        database_url=node_database,
+        name=name,
+        signer_key=signer,
+        logs={ORIGIN: log_key[1], "other-log.example": note.generate_key("other-log.example")[1]},
+    )
+    witness_nodes.append(node)
+    node.start()
+    node.verifier = verifier
+    return node
+
+
+def _note(signer: str, leaves: list[bytes], origin: str = ORIGIN) -> str:
+    return note.sign(Checkpoint(origin, len(leaves), merkle.root_hash(leaves)).body(), signer)
+
+
+def _body(old: int, leaves: list[bytes], signer: str, proof: list[bytes] | None = None) -> bytes:
+    if proof is None:
+        proof = merkle.consistency_proof(old, leaves) if old else []
+    return tlog_witness.format_request(old, proof, _note(signer, leaves))
+
+
+def _send(node: WitnessNode, body, method: str = "POST", path: str = "/add-checkpoint", **kw):
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=15)
+    try:
+        conn.request(method, path, body=body, headers=kw.pop("headers", {}), **kw)
+        response = conn.getresponse()
+        return response.status, dict(response.getheaders()), response.read()
+    finally:
+        conn.close()
+
+
+def test_each_answer_of_the_protocol_over_http(node, log_key):
+    signer = log_key[0]
+    leaves = _tree(30)
+
+    status, headers, body = _send(node, _body(0, leaves[:5], signer))
+    assert status == 200, node.log_tail()
+    assert headers["Content-Type"] == "text/plain; charset=utf-8"
+    assert headers["Cache-Control"] == "no-store"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    cosigned = note.add_signatures(_note(signer, leaves[:5]), tlog_witness.parse_cosignatures(body))
+    assert node.name in note.verify_cosignature(cosigned, [node.verifier])
+
+    # A stale old size: 409, the size it cosigned, as text/x.tlog.size.
+    status, headers, body = _send(node, _body(0, leaves[:8], signer))
+    assert (status, headers["Content-Type"], body) == (409, "text/x.tlog.size", b"5\n")
+    # Another tree of the size it cosigned: 409 too, with that size.
+    status, _headers, body = _send(node, _body(0, _tree(5, b"fork"), signer))
+    assert (status, body) == (409, b"5\n")
+    # A proof that does not lead from what it cosigned: 422.
+    bad = merkle.consistency_proof(5, _tree(8, b"other"))
+    assert _send(node, _body(5, leaves[:8], signer, proof=bad))[0] == 422
+    # Signed by a key of the same name that the witness does not trust: 403.
+    stranger = note.generate_key(ORIGIN)[0]
+    assert _send(node, _body(5, leaves[:8], stranger))[0] == 403
+    # A log it does not follow: 404.
+    unknown = note.generate_key("unknown-log.example")[0]
+    body = tlog_witness.format_request(0, [], _note(unknown, leaves[:3], "unknown-log.example"))
+    assert _send(node, body)[0] == 404
+    # An old size above the checkpoint's: 400.
+    text = _note(signer, leaves[:8])
+    assert _send(node, tlog_witness.format_request(9, [], text))[0] == 400
+
+    # None of those moved it: the next checkpoint from 5 is cosigned, sent chunked this time.
+    request = _body(5, leaves[:12], signer)
+    status, _headers, body = _send(
+        node,
+        iter([request[:40], request[40:]]),
+        headers={"Transfer-Encoding": "chunked"},
+        encode_chunked=True,
+    )
+    assert status == 200, body
+    assert _send(node, _body(5, leaves[:13], signer))[2] == b"12\n"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"\xff\xfe not utf-8",
+        b"old 0\n",  # no empty line, no checkpoint
+        b"old 01\n\nlog\n1\nAAAA\n",  # a leading zero
+        b"new 0\n\nlog\n",
+        b"old 0\nnot base64!\n\n" + b"x\n",
+        b"old 0\n\nnot a checkpoint\n\n\xe2\x80\x94 x AAAA\n",
+    ],
+)
+def test_malformed_bodies_are_400(node, body):
+    status, headers, answer = _send(node, body)
+    assert status == 400, answer
+    assert answer.startswith(b"malformed add-checkpoint request")
+    assert headers["Cache-Control"] == "no-store"
+
+
+def test_oversize_bodies_wrong_methods_hosts_and_paths(node, log_key):
+    big = b"old 0\n" + b"A" * 70_000
+    status, _headers, body = _send(node, big)
+    assert status == 413 and b"at most 65536 bytes" in body
+    status, _headers, body = _send(
+        node,
+        iter([big[:30_000], big[30_000:]]),
+        headers={"Transfer-Encoding": "chunked"},
+        encode_chunked=True,
+    )
+    assert status == 413
+
+    # Not the witness's hot path: Django answers, as it did before.
+    for method in ("GET", "PUT", "DELETE"):
+        status, headers, _answer = _send(node, b"" if method != "GET" else None, method=method)
+        assert status == 405 and headers["Allow"] == "POST"
+    request = _body(0, _tree(3), log_key[0])
+    status, _headers, _answer = _send(node, request, headers={"Host": "evil.example"})
+    assert status == 400
+    status, _headers, _answer = _send(node, request, path="/add-checkpoint/")
+    assert status == 404
+    # And none of those cosigned anything: a first checkpoint is still taken from size 0.
+    assert _send(node, request)[0] == 200
+
+
+def test_concurrent_requests_never_cosign_two_trees_of_one_size(node, log_key):
+    """Sixteen forks of one size, each with a valid proof from what the witness cosigned, sent at
+    once to a node of two worker processes: exactly one is cosigned, the others get 409."""
+    signer = log_key[0]
+    base = _tree(6)
+    assert _send(node, _body(0, base, signer))[0] == 200
+    forks = [base + _tree(5, b"fork %d" % k) for k in range(16)]
+    bodies = [_body(6, leaves, signer) for leaves in forks]
+    answers: list[tuple[int, bytes]] = []
+    barrier = threading.Barrier(len(bodies))
+
+    def send(body: bytes) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=15)
+        conn.connect()
+        barrier.wait()
+        conn.request("POST", "/add-checkpoint", body=body)
+        response = conn.getresponse()
+        answers.append((response.status, response.read()))
+        conn.close()
+
+    threads = [threading.Thread(target=send, args=(b,)) for b in bodies]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200] + [409] * 15, answers
+    assert all(body == b"11\n" for status, body in answers if status == 409)
+
+    # What it cosigned survives a restart, and is one whole fork: only that fork extends.
+    node.stop()
+    node.start()
+    status, _headers, body = _send(node, _body(0, _tree(12, b"late"), signer))
+    assert (status, body) == (409, b"11\n")
+    extended = [_send(node, _body(11, leaves + _tree(1, b"next"), signer))[0] for leaves in forks]
+    assert extended.count(200) == 1, extended
+    first = extended.index(200)
+    assert set(extended[:first]) <= {422} and set(extended[first + 1 :]) <= {409}
