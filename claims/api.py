@@ -118,7 +118,7 @@ def _when(value) -> str:
 
 def _money(value: Decimal | None) -> str | None:
     """An amount as ``DecimalField(max_digits=14, decimal_places=2)`` writes it."""
-    return None if value is None else str(value.quantize(Decimal("0.01")))
+    return None if value is None else format(value.quantize(Decimal("0.01")), "f")
 
 
 def accepted_body(claim: Claim, items: list[ClaimItem], event: ClaimEvent) -> dict:

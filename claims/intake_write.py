@@ -19,7 +19,8 @@ from collections.abc import Sequence
 from functools import cache, lru_cache
 
 from django.db import IntegrityError, connection, transaction
-from django.db.models import AutoField, BigAutoField, Field, Model
+from django.db.models import Field, Model
+from django.db.models.fields import AutoFieldMixin
 
 from audit.models import AuditEntry
 from claims.db import binding_cursor
@@ -62,7 +63,7 @@ def _fields(model: type[Model], skip: str | None = None) -> list[Field]:
     return [
         f
         for f in model._meta.concrete_fields
-        if not isinstance(f, AutoField | BigAutoField) and f.name != skip
+        if not (f.primary_key and isinstance(f, AutoFieldMixin)) and f.name != skip
     ]
 
 
@@ -104,12 +105,13 @@ def _sql(item_count: int) -> str:
     event_fk = qn(ClaimEvent._meta.get_field("claim").column)
     provider_col = qn(Claim._meta.get_field("provider").column)
     key_col = qn(Claim._meta.get_field("idempotency_key").column)
+    claim_pk, event_pk = qn(Claim._meta.pk.column), qn(ClaimEvent._meta.pk.column)
     parts = [
         f"c AS (INSERT INTO {qn(Claim._meta.db_table)} ({cols(claim_f)}) "  # noqa: S608 (names from the models)
         f"VALUES ({_placeholders(claim_f)}) "
-        f"ON CONFLICT ({provider_col}, {key_col}) DO NOTHING RETURNING {qn('id')})",
+        f"ON CONFLICT ({provider_col}, {key_col}) DO NOTHING RETURNING {claim_pk})",
         f"e AS (INSERT INTO {qn(ClaimEvent._meta.db_table)} ({event_fk}, {cols(event_f)}) "  # noqa: S608 (names from the models)
-        f"SELECT c.{qn('id')}, {_placeholders(event_f)} FROM c RETURNING {qn('id')})",
+        f"SELECT c.{claim_pk}, {_placeholders(event_f)} FROM c RETURNING {event_pk})",
         f"a AS (INSERT INTO {qn(AuditEntry._meta.db_table)} ({cols(audit_f)}) "  # noqa: S608 (names from the models)
         f"SELECT {_placeholders(audit_f)} FROM c)",
     ]
@@ -117,9 +119,9 @@ def _sql(item_count: int) -> str:
         rows = ", ".join([f"({_placeholders(item_f)})"] * item_count)
         parts.append(
             f"i AS (INSERT INTO {qn(ClaimItem._meta.db_table)} ({claim_fk}, {cols(item_f)}) "  # noqa: S608 (names from the models)
-            f"SELECT c.{qn('id')}, v.* FROM c CROSS JOIN (VALUES {rows}) AS v)"
+            f"SELECT c.{claim_pk}, v.* FROM c CROSS JOIN (VALUES {rows}) AS v)"
         )
-    return f"WITH {', '.join(parts)} SELECT c.{qn('id')}, e.{qn('id')} FROM c, e"  # noqa: S608 (names from the models)
+    return f"WITH {', '.join(parts)} SELECT c.{claim_pk}, e.{event_pk} FROM c, e"  # noqa: S608 (names from the models)
 
 
 def _write_one_statement(
