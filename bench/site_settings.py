@@ -8,3 +8,5 @@ from config.settings import *  # noqa: F403  (production settings, unchanged but
 
 ROOT_URLCONF = "bench.site_urls"
 CELERY_TASK_DEFAULT_QUEUE = os.environ.get("CLAIMPROOF_BENCH_QUEUE", "celery")
+if "CLAIMPROOF_BENCH_TOKEN_REMEMBER_S" in os.environ:  # 0: intake reads its token every time
+    CLAIMS_TOKEN_REMEMBER_S = float(os.environ["CLAIMPROOF_BENCH_TOKEN_REMEMBER_S"])

@@ -16,28 +16,41 @@ any of these models is written here without a change.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache, lru_cache
+from functools import cache
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Field, Model
 from django.db.models.fields import AutoFieldMixin
 
 from audit.models import AuditEntry
+from claims.auth import Guard, guard_holds, guard_params, guard_sql
 from claims.db import binding_cursor
 from claims.models import Claim, ClaimEvent, ClaimItem
 
 
-def write(claim: Claim, items: Sequence[ClaimItem], event: ClaimEvent, entry: AuditEntry) -> bool:
-    """Store the claim and its rows; False (nothing written) when its Idempotency-Key is taken.
-    Sets the primary keys of ``claim`` and ``event``."""
+def write(
+    claim: Claim,
+    items: Sequence[ClaimItem],
+    event: ClaimEvent,
+    entry: AuditEntry,
+    guard: Guard | None = None,
+) -> bool:
+    """Store the claim and its rows; False (nothing written) when its Idempotency-Key is taken
+    or, with a ``guard`` (a token remembered by this process, ``claims.auth``), when the token,
+    its user or the user's provider link no longer is what the guard says, at the moment of the
+    write. Sets the primary keys of ``claim`` and ``event``."""
     if connection.vendor == "postgresql":
-        return _write_one_statement(claim, items, event, entry)
-    return _write_orm(claim, items, event, entry)
+        return _write_one_statement(claim, items, event, entry, guard)
+    return _write_orm(claim, items, event, entry, guard)
 
 
-def _write_orm(claim: Claim, items: Sequence[ClaimItem], event: ClaimEvent, entry) -> bool:
+def _write_orm(
+    claim: Claim, items: Sequence[ClaimItem], event: ClaimEvent, entry, guard: Guard | None
+) -> bool:
     try:
         with transaction.atomic():
+            if guard is not None and not guard_holds(guard):
+                return False
             claim.save(force_insert=True)
             for item in items:
                 item.claim = claim
@@ -93,8 +106,8 @@ def _shape() -> tuple[list[Field], list[Field], list[Field], list[Field]]:
     )
 
 
-@lru_cache(maxsize=64)
-def _sql(item_count: int) -> str:
+@cache
+def _sql(guarded: bool) -> str:
     qn = connection.ops.quote_name
     claim_f, item_f, event_f, audit_f = _shape()
 
@@ -106,33 +119,46 @@ def _sql(item_count: int) -> str:
     provider_col = qn(Claim._meta.get_field("provider").column)
     key_col = qn(Claim._meta.get_field("idempotency_key").column)
     claim_pk, event_pk = qn(Claim._meta.pk.column), qn(ClaimEvent._meta.pk.column)
+    rows_in = (
+        f"SELECT {_placeholders(claim_f)} WHERE {guard_sql()}"
+        if guarded
+        else f"VALUES ({_placeholders(claim_f)})"
+    )
     parts = [
-        f"c AS (INSERT INTO {qn(Claim._meta.db_table)} ({cols(claim_f)}) "  # noqa: S608 (names from the models)
-        f"VALUES ({_placeholders(claim_f)}) "
+        f"c AS (INSERT INTO {qn(Claim._meta.db_table)} ({cols(claim_f)}) {rows_in} "
         f"ON CONFLICT ({provider_col}, {key_col}) DO NOTHING RETURNING {claim_pk})",
         f"e AS (INSERT INTO {qn(ClaimEvent._meta.db_table)} ({event_fk}, {cols(event_f)}) "  # noqa: S608 (names from the models)
         f"SELECT c.{claim_pk}, {_placeholders(event_f)} FROM c RETURNING {event_pk})",
         f"a AS (INSERT INTO {qn(AuditEntry._meta.db_table)} ({cols(audit_f)}) "  # noqa: S608 (names from the models)
         f"SELECT {_placeholders(audit_f)} FROM c)",
     ]
-    if item_count:
-        rows = ", ".join([f"({_placeholders(item_f)})"] * item_count)
-        parts.append(
-            f"i AS (INSERT INTO {qn(ClaimItem._meta.db_table)} ({claim_fk}, {cols(item_f)}) "  # noqa: S608 (names from the models)
-            f"SELECT c.{claim_pk}, v.* FROM c CROSS JOIN (VALUES {rows}) AS v)"
-        )
+    # the items as one array per column: the same statement whatever their number (psycopg
+    # caches its parsing, PostgreSQL its plan) and 8 parameters, not 8 per item
+    arrays = ", ".join(f"CAST(%s AS {_cast_type(f)}[])" for f in item_f)
+    parts.append(
+        f"i AS (INSERT INTO {qn(ClaimItem._meta.db_table)} ({claim_fk}, {cols(item_f)}) "  # noqa: S608 (names from the models)
+        f"SELECT c.{claim_pk}, u.* FROM c, unnest({arrays}) AS u)"
+    )
     return f"WITH {', '.join(parts)} SELECT c.{claim_pk}, e.{event_pk} FROM c, e"  # noqa: S608 (names from the models)
 
 
 def _write_one_statement(
-    claim: Claim, items: Sequence[ClaimItem], event: ClaimEvent, entry: AuditEntry
+    claim: Claim,
+    items: Sequence[ClaimItem],
+    event: ClaimEvent,
+    entry: AuditEntry,
+    guard: Guard | None,
 ) -> bool:
     claim_f, item_f, event_f, audit_f = _shape()
-    params = _values(claim, claim_f) + _values(event, event_f) + _values(entry, audit_f)
-    for item in items:
-        params += _values(item, item_f)
+    params = _values(claim, claim_f)
+    if guard is not None:
+        params += guard_params(guard)
+    params += _values(event, event_f) + _values(entry, audit_f)
+    rows = [_values(item, item_f) for item in items]
+    params += [[row[k] for row in rows] for k in range(len(item_f))]
+    # 44 parameters (49 guarded): psycopg caches the parsing of statements of at most 50
     with binding_cursor() as cursor:
-        cursor.execute(_sql(len(items)), params)
+        cursor.execute(_sql(guard is not None), params)
         row = cursor.fetchone()
     if row is None:
         return False

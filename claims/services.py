@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from audit.services import audit_entry, audit_record
 from claims import disclosure, fhir_validation, intake_write, jws, money, selectors
+from claims.auth import Guard
 from claims.models import Claim, ClaimEvent, ClaimItem, Provider, ProviderKey
 from claims.states import ClaimStatus
 from config.errors import Conflict, DomainError, TooLarge, Unprocessable
@@ -129,13 +130,19 @@ class Submission:
     created: bool
 
 
-def claim_submit(*, provider: Provider, user, body: bytes, idempotency_key: str) -> Submission:
+def claim_submit(
+    *, provider: Provider, user, body: bytes, idempotency_key: str, guard: Guard | None = None
+) -> Submission:
     """Record a signed claim Bundle and queue its verification; the same key and body again
     answers the first claim, the same key with another body is a conflict.
 
     The Idempotency-Key is not looked up first: the claim's INSERT meets the unique constraint
     (provider, key) and, when it was taken, the earlier claim is read then. A refused body is
     checked against the key too, so a reused key answers as before validation would have.
+
+    ``guard``: the caller's token was remembered, not read (``claims.auth``): the claim is stored
+    only if the token, its user and provider link still hold when it is written. Any other answer
+    (a refusal, an earlier claim) waits for the caller's ``auth.confirm``.
     """
     if len(body) > settings.CLAIMS_MAX_BYTES:
         raise TooLarge(f"a claim is at most {settings.CLAIMS_MAX_BYTES} bytes", code="too_large")
@@ -178,7 +185,7 @@ def claim_submit(*, provider: Provider, user, body: bytes, idempotency_key: str)
         data={"provider": provider.name, "kid": accepted.kid, "total": total},
         at=claim.created_at,
     )
-    if not intake_write.write(claim, items, event, entry):
+    if not intake_write.write(claim, items, event, entry, guard):
         # The key was taken: by an earlier request, or by one that raced this one and committed.
         if (earlier := _same_key(provider, key, body_sha256)) is not None:
             return Submission(earlier, created=False)

@@ -77,14 +77,69 @@ def test_one_submission_writes_claim_items_event_and_audit_entry_together(kit, a
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="one statement on PostgreSQL")
-def test_a_submission_is_two_statements_on_postgresql(kit, anchored):
+def test_a_submission_is_one_statement_once_the_token_was_read(kit, anchored):
     body = f.signed_body(kit, f.claim_resource(anchored), anchored)
-    post(kit, f.signed_body(kit, f.claim_resource(anchored, unit_price="1.00"), anchored))
+    with CaptureQueriesContext(connection) as first:
+        post(kit, f.signed_body(kit, f.claim_resource(anchored, unit_price="1.00"), anchored))
+    assert "authtoken_token" in first.captured_queries[0]["sql"]  # read, then remembered
     with CaptureQueriesContext(connection) as queries:
         assert post(kit, body).status_code == 202
-    # the token with its user and provider, then the claim with its rows; the signing key's
-    # owner was read by the first submission
-    assert len(queries.captured_queries) == 2, [q["sql"][:60] for q in queries.captured_queries]
+    # the claim with its rows, guarded by its token (still there, user active and bound)
+    assert len(queries.captured_queries) == 1, [q["sql"][:60] for q in queries.captured_queries]
+    assert "authtoken_token" in queries.captured_queries[0]["sql"]
+
+
+def _remembered_then(kit, anchored, change) -> object:
+    """POST once (the token is read and remembered), ``change()`` the account, POST again."""
+    assert post(kit, f.signed_body(kit, f.claim_resource(anchored), anchored)).status_code == 202
+    change()
+    return post(kit, f.signed_body(kit, f.claim_resource(anchored, unit_price="7.00"), anchored))
+
+
+def test_a_remembered_token_deleted_stores_nothing_and_is_a_401(kit, anchored):
+    response = _remembered_then(kit, anchored, lambda: Token.objects.filter(key=kit.token).delete())
+    assert response.status_code == 401 and response.json()["detail"] == "Invalid token."
+    assert Claim.objects.count() == 1
+
+
+def test_a_remembered_user_deactivated_stores_nothing_and_is_a_401(kit, anchored):
+    def deactivate():
+        type(kit.user).objects.filter(pk=kit.user.pk).update(is_active=False)
+
+    response = _remembered_then(kit, anchored, deactivate)
+    assert response.status_code == 401
+    assert Claim.objects.count() == 1
+
+
+def test_a_remembered_user_unbound_stores_nothing_and_is_a_403(kit, anchored):
+    response = _remembered_then(
+        kit, anchored, lambda: ProviderUser.objects.filter(user=kit.user).delete()
+    )
+    assert response.status_code == 403
+    assert Claim.objects.count() == 1
+
+
+def test_a_remembered_user_bound_elsewhere_stores_nothing_and_is_asked_to_resend(kit, anchored):
+    lab = f.make_provider(f.LAB)
+    response = _remembered_then(
+        kit,
+        anchored,
+        lambda: ProviderUser.objects.filter(user=kit.user).update(provider=lab.provider),
+    )
+    assert response.status_code == 409 and response.json()["code"] == "account_changed"
+    assert Claim.objects.count() == 1
+
+
+def test_a_remembered_user_renamed_is_audited_under_the_new_name(kit, anchored):
+    def rename():
+        type(kit.user).objects.filter(pk=kit.user.pk).update(username="renamed-user")
+
+    response = _remembered_then(kit, anchored, rename)
+    assert response.status_code == 409  # nothing stored under the old name
+    again = post(kit, f.signed_body(kit, f.claim_resource(anchored, unit_price="8.00"), anchored))
+    assert again.status_code == 202
+    entry = AuditEntry.objects.get(target=f"claim:{again.json()['id']}")
+    assert entry.actor_label == "renamed-user"
 
 
 def test_a_taken_key_writes_nothing_more(kit, anchored):
@@ -138,3 +193,23 @@ def test_a_malformed_token_header_is_refused_as_drf_does():
     response = client.get("/api/v1/claims")
     assert response.status_code == 401
     assert "Token string should not contain spaces" in response.json()["detail"]
+
+
+def test_a_remembered_token_deleted_sees_no_refusal_and_no_earlier_claim(kit, anchored):
+    body = f.signed_body(kit, f.claim_resource(anchored), anchored)
+    assert post(kit, body, key="first").status_code == 202  # read and remembered
+    Token.objects.filter(key=kit.token).delete()
+    assert post(kit, b"not json", key="other").status_code == 401  # not the 400
+    replay = post(kit, body, key="first")  # not the earlier claim
+    assert replay.status_code == 401 and "id" not in replay.json()
+
+
+def test_a_remembered_provider_renamed_is_audited_under_its_new_name(kit, anchored):
+    def rename():
+        type(kit.provider).objects.filter(pk=kit.provider.pk).update(name="St Mary's renamed")
+
+    assert _remembered_then(kit, anchored, rename).status_code == 409
+    again = post(kit, f.signed_body(kit, f.claim_resource(anchored, unit_price="9.00"), anchored))
+    assert again.status_code == 202
+    entry = AuditEntry.objects.get(target=f"claim:{again.json()['id']}")
+    assert entry.data["provider"] == "St Mary's renamed"
