@@ -1,20 +1,23 @@
 """Benchmark 5: a witness's add-checkpoint over HTTP against raw Ed25519 sign + verify; the time
 from sealing to a final checkpoint with 3 and 7 witnesses.
 
-(a) A real node serves ``POST /add-checkpoint`` (gunicorn on 127.0.0.1, ``config.wsgi``, one
-worker per core, 4 threads each, on the bench database) as the witness ``bench-witness.example``
-following ``CHAINS`` logs of its own. Every log's checkpoints are signed beforehand: a chain of
-growing sizes (1 to 8 leaves more each time) with the consistency proof from the one before, so
-each request is a distinct consistent checkpoint the witness must verify, check against its
-stored state, advance by compare-and-swap and cosign. A separate load process (one thread and
-one connection per log) sends them. Every answer must be 200 with a cosignature line. The
-reference is one Ed25519 sign plus one verify (what a cosignature costs: the log's signature
-checked, the witness's made) in this process, one core, the faster of PyNaCl and cryptography.
-Context rows: one log and one connection (requests one after another), the witness's
-``witness_add_checkpoint`` called in process (no HTTP), and raw durable one-row commits: the
-witness answers a cosignature only once its new state is committed (one ``UPDATE`` statement,
-flushed), so one log's requests in a row cannot go faster than that row; requests of several logs
-in parallel share WAL flushes (PostgreSQL's group commit).
+(a) A real node serves ``POST /add-checkpoint`` (gunicorn on 127.0.0.1, ``config.wsgi``, shaped as
+compose.yaml's web service: 4 workers x 4 threads, keep-alive, on the bench database) as the
+witness ``bench-witness.example`` following ``CHAINS`` (16) logs of its own: a witness serves many
+logs. Every log's checkpoints are signed beforehand: a chain of growing sizes (1 to 8 leaves more
+each time) with the consistency proof from the one before, so each request is a distinct
+consistent checkpoint the witness must verify, check against its stored state, advance by
+compare-and-swap (committed before it answers) and cosign. A separate load process sends them:
+one keep-alive connection per log, one request in flight on each, multiplexed by one thread over
+raw sockets (an ``http.client`` thread per log cost more CPU than the node). Every answer must be
+200 with a cosignature line. The reference is one Ed25519 sign plus one verify (what a
+cosignature costs: the log's signature checked, the witness's made) in this process, one core,
+the faster of PyNaCl and cryptography. Context rows: the HTTP floor (the same gunicorn shape and
+load, an app that answers at once), one log and one connection (requests one after another), the
+witness's ``witness_add_checkpoint`` called in process (no HTTP), and raw durable one-row commits:
+the witness answers a cosignature only once its new state is committed (one ``UPDATE``
+statement, flushed), so one log's requests in a row cannot go faster than that row; requests of
+several logs in parallel share WAL flushes (PostgreSQL's group commit).
 
 (b) ``ledger_seal`` then ``checkpoint_cosign`` until ``checkpoint_is_final`` with every
 witness required (quorum n), n = 3 and 7 witnesses hosted on this node, 16 anchors pending per
