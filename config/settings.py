@@ -266,6 +266,9 @@ CLAIMS_VERIFY_BATCH = env.int("CLAIMS_VERIFY_BATCH", default=50)
 # the key saying a drain is pending expires after CLAIMS_DRAIN_KEY_TTL_S.
 CLAIMS_VERIFY_COALESCE = env.bool("CLAIMS_VERIFY_COALESCE", default=True)
 CLAIMS_DRAIN_KEY_TTL_S = env.int("CLAIMS_DRAIN_KEY_TTL_S", default=30)
+# POST /api/v1/claims remembers a token this long per process; its INSERT re-checks the token in
+# the same statement, so a revocation still counts from the next request (claims/auth.py).
+CLAIMS_TOKEN_REMEMBER_S = env.float("CLAIMS_TOKEN_REMEMBER_S", default=60.0)
 
 # --- batch jobs (docs/jobs.md) -----------------------------------------------------------------
 JOBS_CHUNK_SIZE = env.int("JOBS_CHUNK_SIZE", default=200)  # claims per chunk task
