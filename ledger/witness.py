@@ -79,6 +79,44 @@ def witness_add_checkpoint(
     ``note_text`` already parsed by the caller (the HTTP handler parses it to tell a malformed
     request from a refusal); the log's signature is still checked over ``note_text`` itself.
     """
+    prepared = prepare_add_checkpoint(
+        witness_signer_key=witness_signer_key,
+        log_verifier_keys=log_verifier_keys,
+        old_size=old_size,
+        proof=proof,
+        note_text=note_text,
+        checkpoint=checkpoint,
+    )
+    return add_prepared(prepared, timestamp=timestamp)
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An add-checkpoint request whose log signature and old size are checked: what is left is
+    the decision against the witness's state (:func:`add_prepared`, or a caller's own
+    compare-and-swap from :func:`swap_from`) and the cosignature (:func:`cosign_prepared`)."""
+
+    witness_signer_key: str
+    witness: str
+    alias: str
+    checkpoint: Checkpoint
+    old_size: int
+    proof: list[bytes]
+    note_text: str
+    implied_root: bytes | None  # the old tree's root the proof names (None: it does not)
+
+
+def prepare_add_checkpoint(
+    *,
+    witness_signer_key: str,
+    log_verifier_keys: dict[str, str] | dict[str, list[str]],
+    old_size: int,
+    proof: list[bytes],
+    note_text: str,
+    checkpoint: Checkpoint | None = None,
+) -> Prepared:
+    """The checks that need no state: a checkpoint of a log it follows, signed by that log's
+    key, an old size not above its size. Raises the refusal otherwise (no database access)."""
     cp = checkpoint
     if cp is None:
         try:
@@ -94,18 +132,63 @@ def witness_add_checkpoint(
         raise NotSigned(f"the checkpoint is not signed by the log's key: {exc}") from exc
     if not 0 <= old_size <= cp.size:
         raise BadOldSize(f"old size {old_size} is above the checkpoint size {cp.size}")
+    return Prepared(
+        witness_signer_key=witness_signer_key,
+        witness=_witness_name(witness_signer_key),
+        alias=router.db_for_write(WitnessState),
+        checkpoint=cp,
+        old_size=old_size,
+        proof=proof,
+        note_text=note_text,
+        implied_root=_implied_old_root(old_size, cp.size, cp.root_hash, proof),
+    )
 
-    witness = _witness_name(witness_signer_key)
-    alias = router.db_for_write(WitnessState)
+
+def cosign_prepared(prepared: Prepared, timestamp: int | None = None) -> str:
+    """The witness's cosignature line: only once its state holds the checkpoint, committed."""
+    when = int(time.time()) if timestamp is None else timestamp
+    return note.cosign(prepared.checkpoint.body(), prepared.witness_signer_key, when)
+
+
+def swap_from(prepared: Prepared) -> tuple[bool, int, bytes] | None:
+    """The state (exists, size, root) a compare-and-swap to the checkpoint may start from
+    without reading the row first: the tree the proof names, else this process's hint when the
+    request holds against it. None: read the row and decide (:func:`add_prepared`). A swap from
+    it is the whole decision only when it matches the row."""
+    if prepared.implied_root is not None:
+        return (prepared.old_size > 0, prepared.old_size, prepared.implied_root)
+    cp = prepared.checkpoint
+    state = _STATES.get((prepared.alias, prepared.witness, cp.origin))
+    if state is None:
+        return None
+    try:
+        _check(state, cp, prepared.old_size, prepared.proof)
+    except WitnessRefusal:
+        return None
+    return (state.exists, state.size, state.root)
+
+
+def swapped(prepared: Prepared) -> None:
+    """Remember that the row now holds the checkpoint (a hint, as after this module's swap)."""
+    cp = prepared.checkpoint
+    _STATES[(prepared.alias, prepared.witness, cp.origin)] = _State(
+        True, cp.size, cp.root_hash, None
+    )
+
+
+def add_prepared(prepared: Prepared, *, timestamp: int | None = None) -> str:
+    """Decide ``prepared`` against the witness's state, move it and cosign (one statement per
+    swap, outside a transaction: committed before the cosignature is made)."""
+    alias, witness, cp = prepared.alias, prepared.witness, prepared.checkpoint
+    old_size, proof, note_text = prepared.old_size, prepared.proof, prepared.note_text
     key = (alias, witness, cp.origin)
-    implied = _implied_old_root(old_size, cp.size, cp.root_hash, proof)
+    implied = prepared.implied_root
     if implied is not None:
         # The proof itself names the tree it leads from: swap from exactly that tree, one
         # statement, whatever this process remembers (another worker may have moved the row).
         if _swap(alias, witness, cp, _State(old_size > 0, old_size, implied, None), note_text):
             _STATES[key] = _State(True, cp.size, cp.root_hash, None)
-            when = int(time.time()) if timestamp is None else timestamp
-            return note.cosign(cp.body(), witness_signer_key, when)
+            return cosign_prepared(prepared, timestamp)
         state, fresh = _state_read(alias, witness, cp.origin), True
     else:
         state = _STATES.get(key)
@@ -130,8 +213,7 @@ def witness_add_checkpoint(
     else:
         _STATES.pop(key, None)
         raise SizeConflict("another request advanced this witness first", size=state.size)
-    when = int(time.time()) if timestamp is None else timestamp
-    return note.cosign(cp.body(), witness_signer_key, when)
+    return cosign_prepared(prepared, timestamp)
 
 
 # --- the witness's memory: one row per (witness, log), read and swapped in raw SQL ---------------

@@ -94,6 +94,17 @@ def answer(body: bytes) -> Answer:
     """The witness's answer to an add-checkpoint request body (at most
     ``conf.witness_max_body()`` bytes, read by the caller): shared by the Django view and the
     WSGI fast path (:mod:`ledger.witness_wsgi`), so both answer alike."""
+    got = prepare(body)
+    if isinstance(got, Answer):
+        return got
+    return decide(got)
+
+
+def prepare(body: bytes) -> witness.Prepared | Answer:
+    """The checks of a request body that need no state (malformed 400, no witness or unknown log
+    404, not signed 403, old size 400, no key 503): the answer, or the request to decide.
+    Shared with the dedicated witness server (:mod:`ledger.witness_server`), which decides
+    several at once."""
     name = conf.witness_name()
     if not name:
         return _text(404, "this node does not act as a witness")
@@ -107,7 +118,7 @@ def answer(body: bytes) -> Answer:
         log.error("LEDGER_WITNESS_NAME is %r but this node has no key for it", name)
         return _text(503, "the witness key is not available")
     try:
-        lines = witness.witness_add_checkpoint(
+        return witness.prepare_add_checkpoint(
             witness_signer_key=signer,
             log_verifier_keys=logs,
             old_size=req.old_size,
@@ -115,15 +126,32 @@ def answer(body: bytes) -> Answer:
             note_text=req.note_text,
             checkpoint=cp,
         )
-    except witness.SizeConflict as exc:
+    except witness.WitnessRefusal as exc:
+        return refusal(exc, req.note_text)
+
+
+def decide(prepared: witness.Prepared) -> Answer:
+    """Decide a prepared request against the witness's state (:func:`witness.add_prepared`)."""
+    try:
+        lines = witness.add_prepared(prepared)
+    except witness.WitnessRefusal as exc:
+        return refusal(exc, prepared.note_text)
+    return cosigned(lines)
+
+
+def cosigned(lines: str) -> Answer:
+    return Answer(200, tlog_witness.COSIGNATURE_CONTENT_TYPE, lines.encode("utf-8"))
+
+
+def refusal(exc: witness.WitnessRefusal, note_text: str) -> Answer:
+    """The protocol's answer to a refusal (409 carries the size it cosigned)."""
+    if isinstance(exc, witness.SizeConflict):
         size = 0 if exc.size is None else exc.size
         return Answer(409, tlog_witness.SIZE_CONTENT_TYPE, tlog_witness.format_size(size))
-    except witness.WitnessRefusal as exc:
-        if isinstance(exc, witness.BadProof):
-            # Signed by the log yet inconsistent: possible evidence of a fork, keep it.
-            log.warning("witness %s refused a bad proof: %s\n%s", name, exc, req.note_text)
-        return _text(exc.status, exc.detail)
-    return Answer(200, tlog_witness.COSIGNATURE_CONTENT_TYPE, lines.encode("utf-8"))
+    if isinstance(exc, witness.BadProof):
+        # Signed by the log yet inconsistent: possible evidence of a fork, keep it.
+        log.warning("witness %s refused a bad proof: %s\n%s", conf.witness_name(), exc, note_text)
+    return _text(exc.status, exc.detail)
 
 
 @csrf_exempt
