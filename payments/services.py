@@ -168,10 +168,13 @@ def _collect_one(run_id: int) -> int | None:
             return None
         tail = PaymentChunk.objects.filter(run=run).order_by("-number").first()
         last, number = (tail.last_id, tail.number + 1) if tail else (0, 0)
+        # Locked: a batch job voiding one of them right now is waited for, and the row is
+        # then read again (a voided payout drops out instead of entering the run).
         rows = list(
             payable(run.period)
             .filter(id__gt=last)
             .order_by("id")
+            .select_for_update(of=("self",))
             .values_list("id", "amount", "currency")[: chunk_size()]
         )
         now = timezone.now()
@@ -261,11 +264,12 @@ def payment_chunk_settle(chunk_id: int) -> PaymentChunk:
         failed: list[PaymentRunItem] = []
         for item in items:
             claim = claims.get(item.payout.claim_id)
-            if problem := (
-                _voided(item, voided)
-                or _key_revoked(claim, revoked)
-                or _settle_one(run, item, claim)
-            ):
+            if problem := _voided(item, voided) or _amount_changed(item):
+                # released: the payout, approved again, is a later run's to pay
+                item.error, item.released_at = problem, item.released_at or now
+                failed.append(item)
+                continue
+            if problem := _key_revoked(claim, revoked) or _settle_one(run, item, claim):
                 item.error = problem
                 failed.append(item)
                 continue
@@ -275,7 +279,7 @@ def payment_chunk_settle(chunk_id: int) -> PaymentChunk:
         Payout.objects.filter(pk__in=[i.payout_id for i in paid]).update(settled_at=now)
         PaymentRunItem.objects.filter(pk__in=[i.pk for i in paid]).update(settled_at=now)
         if failed:
-            PaymentRunItem.objects.bulk_update(failed, ["error"])
+            PaymentRunItem.objects.bulk_update(failed, ["error", "released_at"])
         PaymentChunk.objects.filter(pk=chunk.pk).update(
             status=PaymentChunk.Status.DONE, finished_at=now, updated_at=now
         )
@@ -293,6 +297,16 @@ def payment_chunk_settle(chunk_id: int) -> PaymentChunk:
     _finish_if_complete(run.pk)
     chunk.refresh_from_db()
     return chunk
+
+
+def _amount_changed(item: PaymentRunItem) -> str:
+    """The last guard: a run pays the amount it took, and only while the payout still says so."""
+    if item.amount != item.payout.amount or item.currency != item.payout.currency:
+        return (
+            f"the payout is now {item.payout.amount} {item.payout.currency}, not the "
+            f"{item.amount} {item.currency} this run took: a later run pays it"
+        )
+    return ""
 
 
 def _voided(item: PaymentRunItem, voided: dict[int, str]) -> str:

@@ -368,6 +368,13 @@ def _payout_for(claim: Claim, amount: Decimal, user) -> tuple[Payout, str, dict]
             f"payout {payout.reference} is already {'settled' if payout.settled_at else 'open'}",
             code="payout_exists",
         )
+    from payments.models import PaymentRunItem
+
+    # A run that took the payout before it was voided pays none of it now: a later run pays
+    # the new amount (payments.services settles no released item).
+    PaymentRunItem.objects.filter(
+        payout=payout, settled_at__isnull=True, released_at__isnull=True
+    ).update(released_at=now)
     before = {"previous_amount": str(payout.amount), "voided": payout.void_reason}
     payout.amount, payout.currency, payout.payee = amount, claim.currency, claim.provider
     payout.created_at, payout.created_by = now, user
