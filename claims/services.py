@@ -13,7 +13,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
 from audit.services import audit_entry, audit_record
@@ -185,7 +185,7 @@ def claim_submit(
         data={"provider": provider.name, "kid": accepted.kid, "total": total},
         at=claim.created_at,
     )
-    if not intake_write.write(claim, items, event, entry, guard):
+    if not _write(claim, items, event, entry, guard):
         # The key was taken: by an earlier request, or by one that raced this one and committed.
         if (earlier := _same_key(provider, key, body_sha256)) is not None:
             return Submission(earlier, created=False)
@@ -196,6 +196,23 @@ def claim_submit(
     # What the 202 answer shows of the new claim, as prefetch_related would have read it.
     claim._prefetched_objects_cache = {"items": items, "events": [event]}
     return Submission(claim, created=True)
+
+
+def _write(claim: Claim, items: list[ClaimItem], event, entry, guard: Guard | None) -> bool:
+    """``intake_write.write``; a value the database cannot hold (a code longer than its column,
+    an amount beyond it, a NUL character) is the provider's 422, never a 500. Inside a caller's
+    transaction a savepoint keeps that transaction usable; in autocommit the one statement
+    fails alone."""
+    try:
+        if connection.in_atomic_block:
+            with transaction.atomic():
+                return intake_write.write(claim, items, event, entry, guard)
+        return intake_write.write(claim, items, event, entry, guard)
+    except DataError as exc:
+        problem = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise Unprocessable(
+            f"a value in this claim cannot be stored: {problem}", code="value_out_of_range"
+        ) from exc
 
 
 @dataclass(frozen=True)
