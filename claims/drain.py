@@ -22,6 +22,7 @@ of ``make run``), or with ``CLAIMS_VERIFY_COALESCE`` off, each claim gets its ow
 from __future__ import annotations
 
 import logging
+import time
 from functools import cache
 
 import redis
@@ -61,18 +62,32 @@ def _key() -> str:
     return f"claimproof:verify-drain:{connection.settings_dict['NAME']}:{queue}"
 
 
+# After a failure to reach Redis, requests skip it this long: a Redis that does not answer
+# would otherwise hold every intake request for its connect timeout.
+_PAUSE_S = 5.0
+_paused_until = 0.0
+
+
 def verification_requested(claim_id: int) -> None:
     """Call once ``claim_id`` is committed: queue what verifies it. A broker or Redis failure is
-    logged and swallowed: the claim is in the database, and the sweeper queues it later."""
+    logged and swallowed: the claim is in the database, and the next drain (any claim's, once
+    Redis answers again: a drain pulls every received claim) or the sweeper verifies it."""
+    global _paused_until
     from claims.tasks import claim_verify_task
 
+    if time.monotonic() < _paused_until:
+        return
     try:
         if not coalescing():
             claim_verify_task.delay(claim_id)
         else:
             drain_request()
     except Exception:  # any broker failure: the database is the to-do list
-        log.warning("could not queue verification of claim %s; the sweeper will", claim_id)
+        _paused_until = time.monotonic() + _PAUSE_S
+        log.warning(
+            "could not queue verification of claim %s; not trying for %.0f s (the next drain "
+            "or the sweeper verifies it)", claim_id, _PAUSE_S,
+        )  # fmt: skip
 
 
 def drain_request() -> bool:

@@ -9,6 +9,7 @@ statements (a verification batch).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -213,6 +214,9 @@ def _one_by_one(planned: list, actor) -> list:
     return lost
 
 
+_MODIFIERS = re.compile(r"\(\d+(,\s*\d+)?\)")  # varchar(20) -> varchar, numeric(12, 2) -> numeric
+
+
 def _update_many(planned: list) -> set[int]:
     """One compare-and-set UPDATE for ``planned``; the ids of the rows it moved.
 
@@ -256,7 +260,9 @@ def _update_many(planned: list) -> set[int]:
         sets.append(f"{quote(field.column)} = {value}")
     if pg:  # one array per column: the statement's text is the same for any number of claims
         names_ = ", ".join(f"column{i}" for i in range(1, len(columns) + 1))
-        arrays = ", ".join(f"%s::{t}[]" for t in types)
+        # the base type: a cast to varchar(20)[] would cut a longer value short where the
+        # column itself refuses it
+        arrays = ", ".join(f"%s::{_MODIFIERS.sub('', t)}[]" for t in types)
         source, params = f"unnest({arrays}) AS v({names_})", columns
     else:
         row = "(" + ", ".join(["%s"] * len(columns)) + ")"

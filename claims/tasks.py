@@ -17,7 +17,7 @@ import time
 
 from celery import shared_task
 from django.conf import settings
-from django.db import InterfaceError, OperationalError
+from django.db import InterfaceError, OperationalError, transaction
 from django.utils import timezone
 
 from claims.models import Claim
@@ -96,30 +96,38 @@ def _verify(claim_id: int, *, first_attempt: bool) -> Claim | None:
 DRAIN_MAX_BATCHES = 200  # then the drain hands over to a new message (other tasks get a turn)
 
 
-@shared_task(acks_late=True, ignore_result=True)
-def claims_drain_task() -> int:
+# Claims whose verification raised (a bug, not the database) in this worker process: drains
+# leave them out, so one bad claim cannot make every batch fail. Each still gets its own task
+# from the sweeper (and its error in that task's log) until it is fixed.
+_POISONED: set[int] = set()
+_POISONED_MAX = 10_000
+
+
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None)
+def claims_drain_task(self) -> int:
     """Verify received claims in batches until none is left (claims/drain.py); returns how
     many were concluded or found waiting. A claim waiting for a final checkpoint gets its own
     ``claim_verify_task``, which retries with backoff."""
     from claims import drain
 
     drain.drain_started()
+    began = timezone.now()
     size = max(int(getattr(settings, "CLAIMS_VERIFY_BATCH", 50)), 1)
     done = 0
     for batch in range(DRAIN_MAX_BATCHES):
         try:
-            claims = claim_verify_many(pull=size)
-        except (OperationalError, InterfaceError):
-            raise  # acks_late: the message is redelivered; the claims are still received
+            claims = claim_verify_many(pull=size, skip=_POISONED)
+        except (OperationalError, InterfaceError) as exc:  # the database is away: later
+            raise self.retry(exc=exc, countdown=verify_backoff_s(self.request.retries)) from exc
         except Exception:
-            log.exception("a verification batch failed: its claims go one by one")
-            _one_by_one(size)
-            return done
+            log.exception("a verification batch failed: verifying its claims one by one")
+            claims = _one_by_one(size)
         for claim in claims:
             if claim.status == ClaimStatus.VERIFYING:  # waiting for a final checkpoint
                 claim_verify_task.apply_async((claim.pk,), countdown=verify_backoff_s(0, claim))
         done += len(claims)
         if len(claims) < size:
+            _look_again_if_held(began)
             return done
         if batch == 0:
             drain.drain_request()  # a backlog: another worker process may help
@@ -127,12 +135,39 @@ def claims_drain_task() -> int:
     return done
 
 
-def _one_by_one(size: int) -> None:
-    """A batch failed (a bug, a poisoned claim): queue each received claim on its own, so one
-    claim cannot hold up the others (the failing one ends in its own task's log)."""
-    ids = Claim.objects.filter(status=ClaimStatus.RECEIVED).order_by("created_at", "pk")
-    for claim_id in ids.values_list("pk", flat=True)[:size]:
-        claim_verify_task.apply_async((claim_id,), kwargs={"alone": True})
+def _one_by_one(size: int) -> list[Claim]:
+    """A batch failed: verify the oldest received claims each on its own, in a savepoint; one
+    that raises is logged and left out of this process's later drains."""
+    ids = (
+        Claim.objects.filter(status=ClaimStatus.RECEIVED)
+        .exclude(pk__in=_POISONED)
+        .order_by("created_at", "pk")
+        .values_list("pk", flat=True)[:size]
+    )
+    out = []
+    for claim_id in list(ids):
+        try:
+            with transaction.atomic():
+                out.append(claim_verify(claim_id=claim_id))
+        except (OperationalError, InterfaceError):
+            raise
+        except Exception:
+            log.exception("verifying claim %s failed: left for the sweeper", claim_id)
+            if len(_POISONED) < _POISONED_MAX:
+                _POISONED.add(claim_id)
+    return out
+
+
+def _look_again_if_held(began) -> None:
+    """Claims received before this drain began and still received were locked by someone else
+    (another drain verifying them, a correction locking its original): look again shortly,
+    as a claim's own task did, rather than leave them to the sweeper. Newer claims asked for
+    their own drain."""
+    held = Claim.objects.filter(status=ClaimStatus.RECEIVED, created_at__lt=began).exclude(
+        pk__in=_POISONED
+    )
+    if held.exists():
+        claims_drain_task.apply_async(countdown=HELD_RETRY_S)
 
 
 @shared_task(acks_late=True, ignore_result=True)

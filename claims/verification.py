@@ -75,12 +75,15 @@ def claim_verify(*, claim_id: int) -> Claim:
     return _conclude(ctx, results, correction)
 
 
-def claim_verify_many(*, claim_ids: Iterable[int] = (), pull: int = 0) -> list[Claim]:
+def claim_verify_many(
+    *, claim_ids: Iterable[int] = (), pull: int = 0, skip: Iterable[int] = ()
+) -> list[Claim]:
     """Verify many claims in one transaction, with the reads and writes of each table made
     once for the whole batch; return the claims it verified, as they now stand.
 
     ``claim_ids`` are verified when they are ``received`` or ``verifying``; ``pull`` adds up to
-    that many other ``received`` claims, oldest first (a worker taking what intake queued).
+    that many other ``received`` claims, oldest first (a worker taking what intake queued), but
+    those in ``skip``.
     Claims another worker has locked are skipped (it is verifying them): the answer may hold
     fewer claims than asked. Every claim is checked and concluded exactly as
     :func:`claim_verify` would (same checks, rows, steps and verdicts); a claim still
@@ -100,7 +103,7 @@ def claim_verify_many(*, claim_ids: Iterable[int] = (), pull: int = 0) -> list[C
         if pull > 0:
             claims += (
                 locked.filter(status=S.RECEIVED)
-                .exclude(pk__in=ids)
+                .exclude(pk__in=[*ids, *skip])
                 .order_by("created_at", "pk")[:pull]
             )
         if not claims:

@@ -11,6 +11,7 @@ import pytest
 from celery.signals import before_task_publish
 from django.db import transaction
 
+from claims import drain
 from claims.models import Claim
 from claims.states import ClaimStatus
 from config.celery import app
@@ -96,17 +97,54 @@ def test_claims_committed_while_a_drain_is_pending_are_verified_by_it(published)
     assert published["claims.tasks.claim_verify_task"] == 0
 
 
-def test_without_redis_the_claim_waits_for_the_sweeper_and_intake_still_answers(published):
+def test_without_redis_the_claim_waits_and_intake_still_answers(published, monkeypatch):
+    monkeypatch.setattr(drain, "_paused_until", 0.0)  # and back to it after the test
     kit = make_provider()
-    (body,) = _bodies(kit, 1)
+    first, second = _bodies(kit, 2)
     saved = app.conf.broker_url
     app.conf.broker_url = "redis://127.0.0.1:1/0"  # nothing listens there
     try:
-        claim = submit(kit, body)  # the commit's hook swallows the failure (and logs it)
+        claim = submit(kit, first)  # the commit's hook swallows the failure (and logs it)
+        assert drain._paused_until > time.monotonic()  # the next requests skip Redis a while
+        app.conf.broker_url = "redis://10.255.255.1:6379/0"  # would hang until its timeout
+        began = time.monotonic()
+        other = submit(kit, second)
+        assert time.monotonic() - began < 1.5  # not held for Redis's 2 s connect timeout
     finally:
         app.conf.broker_url = saved
-    assert Claim.objects.get(pk=claim.pk).status == S.RECEIVED
+    statuses = set(
+        Claim.objects.filter(pk__in=[claim.pk, other.pk]).values_list("status", flat=True)
+    )
+    assert statuses == {S.RECEIVED}  # stored; the next drain or the sweeper verifies them
     assert published["claims.tasks.claims_drain_task"] == 0
+
+
+def test_a_claim_whose_verification_raises_does_not_hold_up_the_others(
+    celery_worker, published, monkeypatch
+):
+    """A bug that makes one claim's verification raise: its batch fails, the drain verifies the
+    claims one by one, the others are verified and later drains leave the bad one out."""
+    from claims import tasks
+    from claims.checks import binding
+
+    monkeypatch.setattr(tasks, "_POISONED", set())
+    kit = make_provider()
+    bodies = _bodies(kit, 6)
+    poisoned = submit(kit, bodies[0])
+    real_check = binding.check
+
+    def check(ctx):
+        if ctx.claim.pk == poisoned.pk:
+            raise RuntimeError("a bug that only this claim meets")
+        return real_check(ctx)
+
+    monkeypatch.setattr(binding, "check", check)
+    others = [submit(kit, body) for body in bodies[1:]]
+    _wait_for(lambda: Claim.objects.filter(pk__in=[c.pk for c in others],
+                                           status=S.VERIFIED).count() == 5)  # fmt: skip
+    assert Claim.objects.get(pk=poisoned.pk).status == S.RECEIVED  # for the sweeper, logged
+    assert {poisoned.pk} == tasks._POISONED
+    assert published["claims.tasks.claims_drain_task"] < 20  # no drain loop
 
 
 def test_another_broker_gets_a_task_per_claim(published, settings):
