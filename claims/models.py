@@ -81,7 +81,10 @@ class Claim(models.Model):
     """A submitted claim Bundle, exactly as received, and where it stands."""
 
     public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    provider = models.ForeignKey(Provider, on_delete=models.PROTECT, related_name="claims")
+    # db_index off: the queue indexes and one_claim_per_idempotency_key lead with provider
+    provider = models.ForeignKey(
+        Provider, on_delete=models.PROTECT, related_name="claims", db_index=False
+    )
     submitted_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+", null=True
     )
@@ -163,7 +166,8 @@ class ClaimItem(models.Model):
         ADJUSTED = "adjusted"
         DENIED = "denied"
 
-    claim = models.ForeignKey(Claim, on_delete=models.CASCADE, related_name="items")
+    # db_index off: one_item_per_sequence (claim, sequence) serves every lookup by claim
+    claim = models.ForeignKey(Claim, on_delete=models.CASCADE, related_name="items", db_index=False)
     sequence = models.PositiveIntegerField()
     product_code = models.CharField(max_length=100, blank=True)
     procedure_url = models.CharField(max_length=300, blank=True)
@@ -191,7 +195,10 @@ class ClaimCheck(models.Model):
         WARN = "warn"
         WAIT = "wait", "waiting (e.g. checkpoint not final yet)"
 
-    claim = models.ForeignKey(Claim, on_delete=models.CASCADE, related_name="checks")
+    # db_index off: one_result_per_check (claim, run, name) serves every lookup by claim
+    claim = models.ForeignKey(
+        Claim, on_delete=models.CASCADE, related_name="checks", db_index=False
+    )
     run = models.PositiveIntegerField()
     name = models.CharField(max_length=80)
     outcome = models.CharField(max_length=4, choices=Outcome.choices)
@@ -218,7 +225,10 @@ class BilledAnchor(models.Model):
     """A ledger leaf billed by a claim. At most one live claim bills any leaf: the partial
     unique index below says so, whatever the concurrency."""
 
-    claim = models.ForeignKey(Claim, on_delete=models.CASCADE, related_name="billed_anchors")
+    # db_index off: billed_once_per_claim (claim, commitment) serves every lookup by claim
+    claim = models.ForeignKey(
+        Claim, on_delete=models.CASCADE, related_name="billed_anchors", db_index=False
+    )
     commitment = models.BinaryField(max_length=32)
     leaf_index = models.BigIntegerField()
     live = models.BooleanField(default=True)
