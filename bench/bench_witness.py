@@ -12,8 +12,11 @@ one keep-alive connection per log, one request in flight on each, multiplexed by
 raw sockets (an ``http.client`` thread per log cost more CPU than the node). Every answer must be
 200 with a cosignature line. The reference is one Ed25519 sign plus one verify (what a
 cosignature costs: the log's signature checked, the witness's made) in this process, one core,
-the faster of PyNaCl and cryptography. Context rows: the HTTP floor (the same gunicorn shape and
-load, an app that answers at once), one log and one connection (requests one after another), the
+the faster of PyNaCl and cryptography. The same chains, load and reference measure the dedicated
+witness server (``manage.py witness_serve``, ledger/witness_server.py: one asyncio process, group
+commit) under a witness name of its own (its own state rows), in the same rounds. Context rows:
+the HTTP floor (the same gunicorn shape and load, an app that answers at once), one log and one
+connection (requests one after another), the
 witness's ``witness_add_checkpoint`` called in process (no HTTP), and raw durable one-row commits:
 the witness answers a cosignature only once its new state is committed (one ``UPDATE``
 statement, flushed), so one log's requests in a row cannot go faster than that row; requests of
@@ -65,6 +68,7 @@ NAME = "witness"
 TITLE = "5. Witness add-checkpoint over HTTP vs raw Ed25519 sign + verify; seal to final"
 AIM = 0.3
 WITNESS = "bench-witness.example"
+SERVER_WITNESS = "bench-witness-server.example"  # the dedicated server: its own state rows
 CHAINS = 16  # logs sending checkpoints at once: a witness serves many logs
 MAX_STEP = 8
 START_TIMEOUT_S = 30.0
@@ -125,6 +129,7 @@ class Node:
         wait: bool = True,
         app: str = "config.wsgi:application",
         path: str = "",
+        command: list[str] | None = None,
     ):
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -139,27 +144,31 @@ class Node:
         from ledger.keys import witness_key_env
 
         env[witness_key_env(name)] = signer
+        if command is None:
+            command = [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                app,
+                "--bind",
+                f"127.0.0.1:{self.port}",
+                "--workers",
+                str(workers),
+                "--threads",
+                str(threads),
+                "--timeout",
+                "60",
+                "--graceful-timeout",
+                "2",
+                "--no-control-socket",  # gunicorn 27: else one shared socket path per user
+                "--keep-alive",
+                "30",
+            ]
+        else:
+            command = [c.replace("{port}", str(self.port)) for c in command]
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "gunicorn",
-                    app,
-                    "--bind",
-                    f"127.0.0.1:{self.port}",
-                    "--workers",
-                    str(workers),
-                    "--threads",
-                    str(threads),
-                    "--timeout",
-                    "60",
-                    "--graceful-timeout",
-                    "2",
-                    "--no-control-socket",  # gunicorn 27: else one shared socket path per user
-                    "--keep-alive",
-                    "30",
-                ],
+                command,
                 cwd=ROOT,
                 env=env,
                 stdout=log,
@@ -419,11 +428,22 @@ def _requests(result: Result, quick: bool, rounds: int) -> None:
     workers, threads = compose_gunicorn()
     node = Node(signer, logs, workers=workers, threads=threads)
     floor = floor_node(signer, workers, threads)
+    server_signer, _ = note.generate_cosigner_key(SERVER_WITNESS)
+    server = Node(
+        server_signer,
+        logs,
+        workers=1,
+        threads=1,
+        name=SERVER_WITNESS,
+        command=[sys.executable, "manage.py", "witness_serve", "--bind", "127.0.0.1:{port}"],
+    )
     try:
         _load_in_process(node.port, warm_chains)  # every worker's imports and connections, untimed
         _load_in_process(floor.port, warm_chains)
+        _load_in_process(server.port, warm_chains)
         rates: dict[str, list[float]] = {
             "http": [],
+            "server": [],
             "floor": [],
             "serial": [],
             "local": [],
@@ -440,6 +460,8 @@ def _requests(result: Result, quick: bool, rounds: int) -> None:
             part = [chains[o][r * per_round : (r + 1) * per_round] for o in parallel]
             got = _load_in_process(node.port, part)
             rates["http"].append(got["answered"] / got["seconds"])
+            got = _load_in_process(server.port, part)
+            rates["server"].append(got["answered"] / got["seconds"])
             got = _load_in_process(floor.port, part)
             rates["floor"].append(got["answered"] / got["seconds"])
             one = chains[serial_origin][r * serial_per_round : (r + 1) * serial_per_round]
@@ -465,11 +487,12 @@ def _requests(result: Result, quick: bool, rounds: int) -> None:
             for name, values in best_rates(ref, 1).items():
                 ref_rates[name].extend(values)
     except Exception:
-        print(node.tail(), floor.tail(), file=sys.stderr)
+        print(node.tail(), floor.tail(), server.tail(), file=sys.stderr)
         raise
     finally:
         node.stop()
         floor.stop()
+        server.stop()
     ref_name = max(ref_rates, key=lambda n: best(ref_rates[n]))
     reference = best(ref_rates[ref_name])
     others = ", ".join(f"{n}: {fmt(best(v))}/s" for n, v in ref_rates.items() if n != ref_name)
@@ -484,6 +507,7 @@ def _requests(result: Result, quick: bool, rounds: int) -> None:
     print(
         f"  HTTP, {CHAINS} logs in parallel: {fmt(http_rate)} requests/s "
         f"({spread(rates['http'])}); "
+        f"dedicated witness server: {fmt(best(rates['server']))}/s ({spread(rates['server'])}); "
         f"one log: {fmt(best(rates['serial']))}/s; in process: {fmt(best(rates['local']))}/s; "
         f"HTTP floor (an app answering at once): {fmt(best(rates['floor']))}/s; "
         f"durable commits: {fmt(best(rates['commit']))}/s; "
@@ -500,6 +524,15 @@ def _requests(result: Result, quick: bool, rounds: int) -> None:
             aim=AIM,
             note=f"gunicorn {workers} workers x {threads} threads (compose.yaml); "
             f"{per_round} checkpoints per log",
+        ),
+        Row(
+            figure=f"dedicated witness server, {CHAINS} logs (requests/s)",
+            value=best(rates["server"]),
+            unit="",
+            reference=ref_name,
+            reference_value=reference,
+            aim=AIM,
+            note="manage.py witness_serve: one asyncio process, h11, group commit; same load",
         ),
         Row(
             figure=f"context: HTTP floor, an app answering at once, {CHAINS} connections "

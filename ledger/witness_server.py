@@ -25,7 +25,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +49,7 @@ _READ_SIZE = 65536
 _MAX_HEADERS = 16 * 1024
 _TEXT = "text/plain; charset=utf-8"
 STOP_TIMEOUT_S = 10.0
+COMMITS_IN_FLIGHT = 2  # batches in the database at once, each on its own connection
 
 # One statement: every log's compare-and-swap of the batch (at most one request per log).
 _BATCH = """
@@ -73,6 +77,11 @@ SELECT origin FROM moved UNION ALL SELECT origin FROM added
 
 
 @dataclass
+class _Slot:
+    db: psycopg.AsyncConnection | None = None
+
+
+@dataclass
 class _Pending:
     prepared: witness.Prepared
     start: tuple[bool, int, bytes]  # (row exists, size, root) the swap starts from
@@ -97,7 +106,8 @@ class WitnessServer:
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._db: psycopg.AsyncConnection | None = None
+        self._slots = [_Slot() for _ in range(COMMITS_IN_FLIGHT)]
+        self._in_flight: set[str] = set()  # origins of the batches in the database
         # Django's ORM (the read-and-decide path, fork evidence) in one thread of its own.
         self._slow = ThreadPoolExecutor(1, thread_name_prefix="witness-decide")
         self._headers = _security_headers()
@@ -109,12 +119,10 @@ class WitnessServer:
 
     # --- lifecycle --------------------------------------------------------------------------
 
-    async def serve(self, host: str, port: int, ready: asyncio.Event | None = None) -> None:
-        server = await asyncio.start_server(self._client, host, port, backlog=1024)
+    async def serve(self, sock: socket.socket) -> None:
+        """Answer on the listening ``sock`` until :meth:`stop`."""
+        server = await asyncio.start_server(self._client, sock=sock)
         batcher = asyncio.create_task(self._batcher())
-        log.info("witness server on %s:%s", host, port)
-        if ready is not None:
-            ready.set()
         try:
             await self._stopping.wait()
         finally:
@@ -132,8 +140,9 @@ class WitnessServer:
             for item in self._queue:
                 if not item.done.done():
                     item.done.set_result(_unavailable())
-            if self._db is not None:
-                await self._db.close()
+            for slot in self._slots:
+                if slot.db is not None:
+                    await slot.db.close()
             self._slow.shutdown(wait=True)
 
     def stop(self) -> None:
@@ -145,8 +154,6 @@ class WitnessServer:
         sock = writer.get_extra_info("socket")
         if sock is not None:
             with contextlib.suppress(OSError):
-                import socket
-
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADERS)
         self._writers.add(writer)
@@ -288,49 +295,65 @@ class WitnessServer:
         return await loop.run_in_executor(self._slow, _decide_in_thread, prepared)
 
     async def _batcher(self) -> None:
+        """Start a batch whenever requests wait and a connection is free: up to
+        ``COMMITS_IN_FLIGHT`` batches at once, of disjoint logs (one request per log in flight:
+        the others wait for a later batch)."""
+        tasks: set[asyncio.Task] = set()
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue:
-                batch, rest, seen = [], [], set()
+            while self._queue and self._slots:
+                batch, rest, seen = [], [], set(self._in_flight)
                 for item in self._queue:
                     origin = item.prepared.checkpoint.origin
                     if origin in seen:
-                        rest.append(item)  # one request per log a batch: the next batch
+                        rest.append(item)
                     else:
                         seen.add(origin)
                         batch.append(item)
+                if not batch:
+                    break
                 self._queue = rest
-                await self._commit(batch)
+                slot = self._slots.pop()
+                origins = {item.prepared.checkpoint.origin for item in batch}
+                self._in_flight |= origins
+                task = asyncio.create_task(self._commit(slot, batch, origins))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
 
-    async def _commit(self, batch: list[_Pending]) -> None:
+    async def _commit(self, slot: _Slot, batch: list[_Pending], origins: set[str]) -> None:
         try:
-            moved = await self._swap(batch)
-        except psycopg.Error:
-            log.exception("the witness's group commit failed")
-            if self._db is not None:
-                with contextlib.suppress(psycopg.Error):
-                    await self._db.close()
-            self._db = None
+            try:
+                moved = await self._swap(slot, batch)
+            except psycopg.Error:
+                # A lost connection, or a deadlock with another server process's batch: each
+                # request is decided alone (its own read and swap; 503 if that fails too).
+                log.exception("the witness's group commit failed")
+                if slot.db is not None:
+                    with contextlib.suppress(psycopg.Error):
+                        await slot.db.close()
+                slot.db = None
+                moved = set()
+            self.batches += 1
+            self.swaps += len(moved)
             for item in batch:
-                item.done.set_result(_unavailable())
-            return
-        self.batches += 1
-        self.swaps += len(moved)
-        for item in batch:
-            prepared = item.prepared
-            if prepared.checkpoint.origin in moved:  # committed: now it may be cosigned
-                witness.swapped(prepared)
-                got = witness_views.cosigned(witness.cosign_prepared(prepared))
-                item.done.set_result(got)
-            else:  # the row is not what the request leads from: read it and decide
-                task = asyncio.ensure_future(self._decide(prepared))
-                task.add_done_callback(lambda t, item=item: _chain(t, item.done))
+                prepared = item.prepared
+                if prepared.checkpoint.origin in moved:  # committed: now it may be cosigned
+                    witness.swapped(prepared)
+                    got = witness_views.cosigned(witness.cosign_prepared(prepared))
+                    item.done.set_result(got)
+                else:  # the row is not what the request leads from: read it and decide
+                    task = asyncio.ensure_future(self._decide(prepared))
+                    task.add_done_callback(lambda t, item=item: _chain(t, item.done))
+        finally:
+            self._in_flight -= origins
+            self._slots.append(slot)
+            self._wake.set()
 
-    async def _swap(self, batch: list[_Pending]) -> set[str]:
+    async def _swap(self, slot: _Slot, batch: list[_Pending]) -> set[str]:
         """One statement, outside a transaction: committed when it returns."""
-        if self._db is None or self._db.closed:
-            self._db = await psycopg.AsyncConnection.connect(
+        if slot.db is None or slot.db.closed:
+            slot.db = await psycopg.AsyncConnection.connect(
                 **connection_params(self.alias), autocommit=True
             )
         cols: dict[str, list] = {
@@ -346,7 +369,7 @@ class WitnessServer:
             cols["root"].append(cp.root_hash)
             cols["note"].append(item.prepared.note_text)
         params = {**cols, "witness": batch[0].prepared.witness, "now": timezone.now()}
-        cursor = await self._db.execute(_BATCH, params, prepare=True)
+        cursor = await slot.db.execute(_BATCH, params, prepare=True)
         return {row[0] for row in await cursor.fetchall()}
 
 
@@ -380,14 +403,60 @@ def _security_headers() -> list[tuple[str, str]]:
     return headers()
 
 
-def run(host: str, port: int) -> None:
-    """Serve until SIGTERM or SIGINT; then stop accepting, answer what is in flight, and exit."""
+def run(host: str, port: int, workers: int = 1) -> None:
+    """Serve until SIGTERM or SIGINT; then stop accepting, answer what is in flight, and exit.
 
+    ``workers`` > 1: that many processes share the listening socket, each with its own batches
+    and database connection (their swaps are compare-and-swaps on the same rows)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.setblocking(False)
+    if workers <= 1:
+        _serve(sock)
+        return
+    children = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 0
+            try:
+                _serve(sock)
+            except BaseException:
+                log.exception("witness server worker failed")
+                code = 1
+            finally:
+                os._exit(code)
+        children.append(pid)
+    sock.close()
+
+    def forward(signum: int, _frame: Any) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    failed = False
+    while children:
+        pid, status = os.wait()
+        if pid in children:
+            children.remove(pid)
+            if os.waitstatus_to_exitcode(status) != 0 and children:
+                failed = True
+                forward(signal.SIGTERM, None)  # one worker down: stop, let the supervisor restart
+    if failed:
+        sys.exit(1)
+
+
+def _serve(sock: socket.socket) -> None:
     async def main() -> None:
         server = WitnessServer()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.stop)
-        await server.serve(host, port)
+        await server.serve(sock)
 
     asyncio.run(main())

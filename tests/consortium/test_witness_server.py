@@ -41,6 +41,7 @@ class ServerProcess:
     name: str
     signer_key: str
     logs: dict[str, str]
+    workers: int = 1
     port: int = field(default_factory=free_port)
     var: str = field(default_factory=lambda: tempfile.mkdtemp(prefix="claimproof-wserver-"))
     process: subprocess.Popen | None = None
@@ -55,7 +56,10 @@ class ServerProcess:
         env[witness_key_env(self.name)] = self.signer_key
         with open(Path(self.var) / "server.log", "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "manage.py", "witness_serve", "--bind", f"127.0.0.1:{self.port}"],
+                [
+                    *(sys.executable, "manage.py", "witness_serve"),
+                    *("--bind", f"127.0.0.1:{self.port}", "--workers", str(self.workers)),
+                ],
                 cwd=ROOT,
                 env=env,
                 stdout=log,
@@ -103,13 +107,13 @@ def log_key():
 
 
 @pytest.fixture
-def server(node_database, log_key):
+def server(request, node_database, log_key):
     name = f"wserver-{next(_names)}.example"
     signer, verifier = note.generate_cosigner_key(name)
     other = note.generate_key("other-log.example")[1]
-    proc = ServerProcess(
-        node_database, name, signer, {ORIGIN: log_key[1], "other-log.example": other}
-    )
+    logs = {ORIGIN: log_key[1], "other-log.example": other}
+    workers = getattr(request, "param", 1)
+    proc = ServerProcess(node_database, name, signer, logs, workers=workers)
     proc.start()
     proc.verifier = verifier
     try:
@@ -231,9 +235,11 @@ def test_oversize_bodies_other_methods_paths_and_hosts(server, log_key):
     assert _send(server, request)[0] == 200
 
 
+@pytest.mark.parametrize("server", [1, 2], indirect=True, ids=["1 process", "2 processes"])
 def test_forks_sent_at_once_exactly_one_is_cosigned_and_it_survives_a_restart(server, log_key):
     """Sixteen trees of one size, each with a valid proof from what the witness cosigned, sent
-    at once: one batch takes one of them, the rest get 409 with the size cosigned."""
+    at once: one batch takes one of them, the rest get 409 with the size cosigned. With two
+    processes each batches on its own: the compare-and-swap on the row decides."""
     signer = log_key[0]
     base = _tree(6)
     assert _send(server, _body(0, base, signer))[0] == 200
@@ -271,13 +277,15 @@ def test_forks_sent_at_once_exactly_one_is_cosigned_and_it_survives_a_restart(se
     assert set(extended[:first]) <= {422} and set(extended[first + 1 :]) <= {409}
 
 
-def test_many_logs_at_once_are_all_cosigned_in_order(node_database):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_many_logs_at_once_are_all_cosigned_in_order(node_database, workers):
     """Eight logs, each sending a chain of checkpoints on its own connection at once: every one
     is cosigned (batches hold several logs), and each log's state is its last checkpoint."""
     name = f"wserver-{next(_names)}.example"
     signer, verifier = note.generate_cosigner_key(name)
     keys = {f"log-{k}.example": note.generate_key(f"log-{k}.example") for k in range(8)}
-    proc = ServerProcess(node_database, name, signer, {o: k[1] for o, k in keys.items()})
+    logs = {o: k[1] for o, k in keys.items()}
+    proc = ServerProcess(node_database, name, signer, logs, workers=workers)
     proc.start()
     try:
         leaves = _tree(40)
