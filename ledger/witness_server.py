@@ -432,7 +432,10 @@ def run(host: str, port: int, workers: int = 1) -> None:
         children.append(pid)
     sock.close()
 
+    stopping = []
+
     def forward(signum: int, _frame: Any) -> None:
+        stopping.append(signum)
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGTERM)
@@ -444,9 +447,13 @@ def run(host: str, port: int, workers: int = 1) -> None:
         pid, status = os.wait()
         if pid in children:
             children.remove(pid)
-            if os.waitstatus_to_exitcode(status) != 0 and children:
+            code = os.waitstatus_to_exitcode(status)
+            # A second SIGTERM (the process group's and the one forwarded) may find a worker
+            # past its event loop: ended by the signal while stopping, which is a clean stop.
+            if code != 0 and not (stopping and code == -signal.SIGTERM):
                 failed = True
-                forward(signal.SIGTERM, None)  # one worker down: stop, let the supervisor restart
+                if children:
+                    forward(signal.SIGTERM, None)  # a worker down: stop, the supervisor restarts
     if failed:
         sys.exit(1)
 
