@@ -23,7 +23,6 @@ from typing import Any
 
 from django.db import connection, models
 
-
 # COPY takes two round trips (the statement, then the data): one plain INSERT is cheaper for a
 # row or two.
 _COPY_FROM = 3
