@@ -54,7 +54,8 @@ def _body(old: int, leaves: list[bytes], signer: str, proof: list[bytes] | None 
     return tlog_witness.format_request(old, proof, _note(signer, leaves))
 
 
-def _send(node: WitnessNode, body, method: str = "POST", path: str = "/add-checkpoint", **kw):
+def _send(node, body, method: str = "POST", path: str = "/add-checkpoint", **kw):
+    """One request to ``node`` (anything with a ``port``: a witness node, the witness server)."""
     conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=15)
     try:
         conn.request(method, path, body=body, headers=kw.pop("headers", {}), **kw)

@@ -25,7 +25,7 @@ from ledger import merkle, note, tlog_witness
 from ledger.keys import witness_key_env
 from ledger.models import ForkEvidence
 from tests.consortium.conftest import ROOT, START_TIMEOUT_S, _base_env, free_port
-from tests.consortium.test_witness_dispatch import _body, _note, _tree
+from tests.consortium.test_witness_dispatch import _body, _note, _send, _tree
 
 pytestmark = pytest.mark.postgres
 
@@ -120,16 +120,6 @@ def server(request, node_database, log_key):
         yield proc
     finally:
         assert proc.stop() == 0, proc.log_tail()
-
-
-def _send(server: ServerProcess, body, method: str = "POST", path: str = "/add-checkpoint", **kw):
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
-    try:
-        conn.request(method, path, body=body, headers=kw.pop("headers", {}), **kw)
-        response = conn.getresponse()
-        return response.status, dict(response.getheaders()), response.read()
-    finally:
-        conn.close()
 
 
 def test_each_answer_of_the_protocol(server, log_key):
