@@ -86,7 +86,7 @@ def generate(count: int) -> dict[str, Any]:
                 INSERT INTO claims_claim (public_id, provider_id, idempotency_key,
                     provider_reference, body_sha256, body, signed_payload, kid, use, total,
                     currency, relationship, status, verdict, verification_runs, created_at,
-                    updated_at)
+                    updated_at, fhir_rules)
                 SELECT gen_random_uuid(), ({ids})[(1 + (g * 7) % {PROVIDERS})::int], 'bench-' || g,
                     'INV-' || lpad(g::text, 8, '0'), sha256(g::text::bytea),
                     convert_to(repeat('x', 200), 'UTF8'), convert_to('{{}}', 'UTF8'), 'bench-key',
@@ -98,7 +98,7 @@ def generate(count: int) -> dict[str, Any]:
                         {_verdict_case().replace("status", "s.status", 1)} END,
                     CASE WHEN s.status = 'received' THEN 0 ELSE 1 + (g % 13 = 0)::int END,
                     now() - (({count} - g) * interval '30 seconds'),
-                    now() - (({count} - g) * interval '30 seconds')
+                    now() - (({count} - g) * interval '30 seconds'), 0
                 FROM generate_series({start}::bigint, {stop}) AS g,
                      LATERAL (SELECT {_status_case()} AS status
                               FROM (SELECT (g * 104729) % 1000 AS b) AS h) AS s
