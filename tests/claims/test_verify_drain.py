@@ -23,6 +23,7 @@ from tests.claims.factories import (
     signed_body,
     submit,
 )
+from tests.claims.test_verify_worker import _wait_for
 
 pytestmark = [
     pytest.mark.postgres,
@@ -43,15 +44,6 @@ def published():
     before_task_publish.connect(count, weak=False)
     yield names
     before_task_publish.disconnect(count)
-
-
-def _wait_for(predicate, timeout_s: float = 60.0):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise AssertionError("the worker did not get there in time")
 
 
 def _bodies(kit, count: int) -> list[bytes]:
