@@ -8,7 +8,9 @@ once (``ledger_seal_and_cosign``), then wrapped in a signed Bundle. Nothing is m
 * **verification in batches** (timed): ``claims.verification.claim_verify_many`` in-process
   over batches of BATCH_SIZE claims submitted beforehand (untimed), as a worker that pulls what
   intake queued does. Every claim must end ``verified``. Reference: the faster Ed25519 binding,
-  measured in the same run.
+  measured in the same run. Timed as a worker runs: garbage collector on, startup objects
+  frozen (config/gc_freeze.py). Context: the rate of each part alone (PARTS: the checks in
+  Python, the writes), the ceiling were the rest of the work free.
 * context (timed): ``claims.verification.claim_verify``, one claim after another.
 * **intake** (timed): ``claims.services.claim_submit`` on pre-signed bodies (context: same
   reference). Queuing the task goes to the configured broker (the filesystem broker under the
@@ -26,18 +28,20 @@ import itertools
 import pstats
 import random
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from bench.bench_anchors import _trim_profile, ed25519_contenders
 from bench.common import Result, Row, Sizes, best, best_rates, fmt, spread, table
+from config.gc_freeze import freeze_startup_objects
 
 NAME = "claims"
 TITLE = "4. Claims: verification (claim_verify_many, claim_verify) and intake vs raw Ed25519"
 AIM = 0.5
 BATCH = 500  # anchors per anchor_append_many call, as an EHR posting NDJSON
 MEMBER = "stmarys.example"
-BATCH_SIZE = 50  # claims per claim_verify_many, CLAIMS_VERIFY_BATCH's default
+BATCH_SIZE = 200  # claims per claim_verify_many, CLAIMS_VERIFY_BATCH's default
 
 # (label, path suffix, function name): where a verification's time goes.
 PROFILE_BUCKETS = [
@@ -146,23 +150,67 @@ def _verifier(ids: list[int], rounds: int):
     return verify
 
 
-def _batch_verifier(ids: list[int], rounds: int, size: int):
+# Parts of a batch timed on their own: the rate each would allow were the rest free.
+#   checks: parsing, every check (signature, FHIR, procedures and proofs, binding, business)
+#           in Python on what the batch read beforehand;
+#   writes: _Writes.flush, the moves (claims, events, audit entries), check rows, item answers.
+PARTS = {
+    "checks": (("claims.verification", "_prepare"), ("claims.verification", "_first_checks"),
+               ("claims.verification", "_last_checks")),
+    "writes": (("claims.verification._Writes", "flush"),),
+}  # fmt: skip
+
+
+def _resolve(dotted: str) -> Any:
+    import importlib
+
+    module, _, attr = dotted.rpartition(".")
+    try:
+        return importlib.import_module(dotted)
+    except ImportError:
+        return getattr(importlib.import_module(module), attr)
+
+
+def _batch_verifier(ids: list[int], rounds: int, size: int, parts: dict[str, list[float]]):
     """Rounds of ``claim_verify_many`` over batches of ``size`` claims, as a worker pulling
-    what intake queued does."""
+    what intake queued does. ``parts[name]`` gets each round's claims per second of the time
+    spent in that part of the work (PARTS)."""
     from claims.states import ClaimStatus
     from claims.verification import claim_verify_many
 
     per_round = len(ids) // rounds
     slices = iter(ids[i * per_round : (i + 1) * per_round] for i in range(rounds))
+    spent = dict.fromkeys(PARTS, 0.0)
+    targets = [(name, _resolve(owner), attr) for name, fns in PARTS.items() for owner, attr in fns]
+    originals = [(owner, attr, getattr(owner, attr)) for _, owner, attr in targets]
+
+    def timer(name: str, fn):
+        def timed_part(*args, **kwargs):
+            began = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                spent[name] += time.perf_counter() - began
+
+        return timed_part
 
     def verify() -> int:
         batch = next(slices)
-        for start in range(0, len(batch), size):
-            chunk = batch[start : start + size]
-            done = claim_verify_many(claim_ids=chunk)
-            bad = [c for c in done if c.status != ClaimStatus.VERIFIED]
-            if len(done) != len(chunk) or bad:
-                raise RuntimeError(f"a batch left {len(chunk) - len(done)} claims, {bad[:1]}")
+        spent.update(dict.fromkeys(PARTS, 0.0))
+        for (name, owner, attr), (_, _, fn) in zip(targets, originals, strict=True):
+            setattr(owner, attr, timer(name, fn))
+        try:
+            for start in range(0, len(batch), size):
+                chunk = batch[start : start + size]
+                done = claim_verify_many(claim_ids=chunk)
+                bad = [c for c in done if c.status != ClaimStatus.VERIFIED]
+                if len(done) != len(chunk) or bad:
+                    raise RuntimeError(f"a batch left {len(chunk) - len(done)} claims, {bad[:1]}")
+        finally:
+            for owner, attr, fn in originals:
+                setattr(owner, attr, fn)
+        for name, seconds in spent.items():
+            parts.setdefault(name, []).append(len(batch) / seconds)
         return len(batch)
 
     return verify
@@ -294,9 +342,13 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
 
     contenders = ed25519_contenders(sizes.ed25519_verifies)
     contenders["claim_verify"] = _verifier(timed_one, rounds)
-    contenders["claim_verify_many"] = _batch_verifier(timed_many, rounds, BATCH_SIZE)
+    parts: dict[str, list[float]] = {}
+    contenders["claim_verify_many"] = _batch_verifier(timed_many, rounds, BATCH_SIZE, parts)
     contenders["claim_submit"] = _submitter(kit, to_submit, rounds)
-    rates = best_rates(contenders, rounds)
+    # Timed as a worker runs: collector on, what the process loaded at start frozen (the
+    # worker's config/celery.py does the same), not paused as in the micro-benchmarks.
+    freeze_startup_objects()
+    rates = best_rates(contenders, rounds, gc_paused=False)
     verify_rates = rates.pop("claim_verify")
     many_rates = rates.pop("claim_verify_many")
     submit_rates = rates.pop("claim_submit")
@@ -314,6 +366,17 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
             note=f"{procedures:.2f} Procedures per claim, {batch_queries:.1f} statements/claim",
         )
     )
+    for name, what in (("checks", "parsing and checks in Python"), ("writes", "writes")):
+        result.rows.append(
+            Row(
+                figure=f"context: the {what} alone of those batches (claims/s)",
+                value=best(parts[name]),
+                unit="",
+                reference=f"{ref_name} (faster binding)",
+                reference_value=ref_rate,
+                note=f"the ceiling were everything but the {what} free",
+            )
+        )
     result.rows.append(
         Row(
             figure="context: claim_verify, one claim at a time (claims/s)",
@@ -353,6 +416,11 @@ def run(sizes: Sizes, state: dict[str, Any]) -> Result:
         f"  claim_verify_many ({BATCH_SIZE}): {fmt(many)} claims/s = {1e3 / many:.2f} ms per claim "
         f"({spread(many_rates)}); {procedures:.2f} Procedures per claim"
     )
+    for name, rates_of_part in parts.items():
+        print(
+            f"    the {name} alone: {fmt(best(rates_of_part))} claims/s = "
+            f"{1e3 / best(rates_of_part):.2f} ms per claim ({spread(rates_of_part)})"
+        )
     print(
         f"  claim_verify: {fmt(verified)} claims/s = {1e3 / verified:.2f} ms per claim "
         f"({spread(verify_rates)})"

@@ -45,7 +45,7 @@ class Sizes:
     anchors: int
     anchors_profiled: int
     ed25519_verifies: int
-    claims_per_round: int = 300
+    claims_per_round: int = 400  # two batches of CLAIMS_VERIFY_BATCH (200)
     claims_profiled: int = 200
     rounds: int = 3
 
@@ -180,10 +180,12 @@ def rows_table(rows: list[Row]) -> str:
 # --- timing -----------------------------------------------------------------------------------
 
 
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """Seconds ``fn()`` takes (garbage collector paused), and what it returned."""
+def timed(fn: Callable[[], Any], *, gc_paused: bool = True) -> tuple[float, Any]:
+    """Seconds ``fn()`` takes, and what it returned. The garbage collector is paused unless
+    ``gc_paused`` is false (code measured as a long-running process runs it, collector on)."""
     gc.collect()
-    gc.disable()
+    if gc_paused:
+        gc.disable()
     try:
         start = time.perf_counter()
         out = fn()
@@ -192,7 +194,9 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
         gc.enable()
 
 
-def best_rates(contenders: dict[str, Callable[[], int]], rounds: int) -> dict[str, list[float]]:
+def best_rates(
+    contenders: dict[str, Callable[[], int]], rounds: int, *, gc_paused: bool = True
+) -> dict[str, list[float]]:
     """Run each contender ``rounds`` times, interleaved so that noise hits all of them alike.
 
     Each contender does a batch of operations and returns how many; the answer is the rate
@@ -201,7 +205,7 @@ def best_rates(contenders: dict[str, Callable[[], int]], rounds: int) -> dict[st
     rates: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(rounds):
         for name, fn in contenders.items():
-            seconds, count = timed(fn)
+            seconds, count = timed(fn, gc_paused=gc_paused)
             rates[name].append(count / seconds)
     return rates
 

@@ -73,7 +73,7 @@ def _verify(claim_id: int, *, first_attempt: bool) -> Claim | None:
     claim = Claim.objects.only("id", "status", "waiting_since").get(pk=claim_id)
     if claim.status not in (ClaimStatus.RECEIVED, ClaimStatus.VERIFYING):
         return claim  # concluded (by a batch, or by an earlier delivery): nothing to do
-    size = int(getattr(settings, "CLAIMS_VERIFY_BATCH", 50))
+    size = int(getattr(settings, "CLAIMS_VERIFY_BATCH", 200))
     if first_attempt and size > 1 and claim.status == ClaimStatus.RECEIVED:
         try:
             began = time.perf_counter()
@@ -112,7 +112,7 @@ def claims_drain_task(self) -> int:
 
     drain.drain_started()
     began = timezone.now()
-    size = max(int(getattr(settings, "CLAIMS_VERIFY_BATCH", 50)), 1)
+    size = max(int(getattr(settings, "CLAIMS_VERIFY_BATCH", 200)), 1)
     done = 0
     for batch in range(DRAIN_MAX_BATCHES):
         try:

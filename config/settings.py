@@ -261,7 +261,7 @@ CLAIMS_VERIFY_BACKOFF_MAX_S = env.float("CLAIMS_VERIFY_BACKOFF_MAX_S", default=3
 # The sweeper re-queues claims stuck in received/verifying longer than this.
 CLAIMS_SWEEP_AFTER_S = env.int("CLAIMS_SWEEP_AFTER_S", default=600)
 # A worker verifies its claim and up to this many others waiting, in one transaction.
-CLAIMS_VERIFY_BATCH = env.int("CLAIMS_VERIFY_BATCH", default=50)
+CLAIMS_VERIFY_BATCH = env.int("CLAIMS_VERIFY_BATCH", default=200)
 # On Redis, intake asks for a drain of the backlog instead of a task per claim (claims/drain.py);
 # the key saying a drain is pending expires after CLAIMS_DRAIN_KEY_TTL_S.
 CLAIMS_VERIFY_COALESCE = env.bool("CLAIMS_VERIFY_COALESCE", default=True)
