@@ -272,7 +272,7 @@ CLAIMS_TOKEN_REMEMBER_S = env.float("CLAIMS_TOKEN_REMEMBER_S", default=60.0)
 
 # --- batch jobs (docs/jobs.md) -----------------------------------------------------------------
 JOBS_CHUNK_SIZE = env.int("JOBS_CHUNK_SIZE", default=200)  # claims per chunk task
-JOBS_VERIFY_BATCH = env.int("JOBS_VERIFY_BATCH", default=50)  # claims per transaction
+JOBS_VERIFY_BATCH = env.int("JOBS_VERIFY_BATCH", default=200)  # claims per transaction
 # The sweeper re-queues a job's planning or chunks when the job has not moved for this long.
 JOBS_SWEEP_AFTER_S = env.int("JOBS_SWEEP_AFTER_S", default=900)
 

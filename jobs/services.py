@@ -383,7 +383,7 @@ class _Outcome:
 
 
 def verify_batch_size() -> int:
-    return max(1, int(getattr(settings, "JOBS_VERIFY_BATCH", 50)))
+    return max(1, int(getattr(settings, "JOBS_VERIFY_BATCH", 200)))
 
 
 def _reverify_batch(job: BatchJob, chunk: BatchChunk, ids: list[int]) -> None:

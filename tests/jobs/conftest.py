@@ -176,7 +176,7 @@ class Workers:
         env = {
             **self.env,
             "JOBS_CHUNK_SIZE": str(self.settings.JOBS_CHUNK_SIZE),
-            "JOBS_VERIFY_BATCH": str(getattr(self.settings, "JOBS_VERIFY_BATCH", 50)),
+            "JOBS_VERIFY_BATCH": str(getattr(self.settings, "JOBS_VERIFY_BATCH", 200)),
             "TEST_VISIBILITY_TIMEOUT_S": str(visibility_timeout_s),
         }
         log = self.var / f"worker-{len(self.started)}.log"

@@ -13,4 +13,4 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {
     "unacked_restore_throttle": 1,
 }
 # Claims re-verified together in one transaction (config/settings.py has no variable for it yet).
-JOBS_VERIFY_BATCH = _env.int("JOBS_VERIFY_BATCH", default=50)
+JOBS_VERIFY_BATCH = _env.int("JOBS_VERIFY_BATCH", default=200)
