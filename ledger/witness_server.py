@@ -2,10 +2,13 @@
 with a group commit.
 
 ``manage.py witness_serve --bind 127.0.0.1:PORT`` runs it beside the node's app (a reverse
-proxy routes the node's ``/add-checkpoint`` to it; docs/consortium.md). HTTP/1.1 is parsed by
-``h11``; the answers are :mod:`ledger.witness_views`' (the parsing, the log's signature and the
-refusals are that module's and :mod:`ledger.witness`'s), so status, content type and body are
-the ones the Django view gives.
+proxy routes the node's ``/add-checkpoint`` to it; docs/consortium.md). Each connection is an
+:class:`asyncio.Protocol` whose HTTP/1.1 is parsed by ``httptools`` (llhttp, as uvicorn's), on
+``uvloop``: the HTTP work per request is a small part of the witness's own. The answers are
+:mod:`ledger.witness_views`' (the parsing, the log's signature and the refusals are that
+module's and :mod:`ledger.witness`'s), so status, content type and body are the ones the Django
+view gives. A request that asks to switch protocols (``Upgrade``) is refused with 400: llhttp
+stops at its headers.
 
 Group commit: the requests that arrive while a batch is in the database form the next batch.
 A batch takes at most one request per log (the others wait for the next batch) and moves every
@@ -29,12 +32,16 @@ import os
 import signal
 import socket
 import sys
+from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
 
-import h11
+import httptools
 import psycopg
+import uvloop
 from django.conf import settings
 from django.db import close_old_connections, connections
 from django.http.request import split_domain_port, validate_host
@@ -45,18 +52,19 @@ from ledger import conf, witness, witness_views
 log = logging.getLogger(__name__)
 
 PATH = b"/add-checkpoint"
-_READ_SIZE = 65536
-_MAX_HEADERS = 16 * 1024
+_MAX_HEAD = 16 * 1024  # request line and headers
+_MAX_QUEUED = 8  # answers owed on one connection (pipelined requests) before it stops reading
 _TEXT = "text/plain; charset=utf-8"
 STOP_TIMEOUT_S = 10.0
 COMMITS_IN_FLIGHT = 2  # batches in the database at once, each on its own connection
 
-# One statement: every log's compare-and-swap of the batch (at most one request per log).
+# One statement: every log's compare-and-swap of the batch (at most one request per log). The
+# arrays go in binary (%b): psycopg dumps them in a third of the time text format takes.
 _BATCH = """
 WITH req AS (
     SELECT * FROM unnest(
-        %(origin)s::text[], %(exists)s::bool[], %(old_size)s::bigint[], %(old_root)s::bytea[],
-        %(size)s::bigint[], %(root)s::bytea[], %(note)s::text[]
+        %(origin)b::text[], %(exists)b::bool[], %(old_size)b::bigint[], %(old_root)b::bytea[],
+        %(size)b::bigint[], %(root)b::bytea[], %(note)b::text[]
     ) AS r(origin, prior, old_size, old_root, size, root, note)
 ), moved AS (
     UPDATE ledger_witnessstate w
@@ -75,6 +83,8 @@ WITH req AS (
 SELECT origin FROM moved UNION ALL SELECT origin FROM added
 """
 
+Reply = Callable[[witness_views.Answer], None]
+
 
 @dataclass
 class _Slot:
@@ -85,35 +95,43 @@ class _Slot:
 class _Pending:
     prepared: witness.Prepared
     start: tuple[bool, int, bytes]  # (row exists, size, root) the swap starts from
-    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+    reply: Reply  # called once with the answer
 
 
 def connection_params(alias: str = "default") -> dict[str, Any]:
     """psycopg's connection keywords for Django's database ``alias`` (its settings_dict, as
-    Django itself connects), without Django's own cursor class and adapters."""
+    Django itself connects), without Django's own cursor class and adapters.
+
+    Django turns psycopg's prepared statements off unless ``OPTIONS`` names
+    ``prepare_threshold``; this connection runs one statement over and over, so it keeps
+    psycopg's default unless the settings say otherwise (a pooler without prepared statements)."""
     params = connections[alias].get_connection_params()
     for key in ("cursor_factory", "context", "server_side_binding"):
         params.pop(key, None)
+    if "prepare_threshold" not in connections[alias].settings_dict.get("OPTIONS", {}):
+        params.pop("prepare_threshold", None)
     return params
 
 
 class WitnessServer:
-    """The server: ``await serve(host, port)`` until ``stop()``."""
+    """The server: ``await serve(sock)`` until ``stop()``."""
 
     def __init__(self, alias: str = "default") -> None:
         self.alias = alias
         self.limit = conf.witness_max_body()
         self._queue: list[_Pending] = []
         self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
+        self._stopping = False
+        self._stopped = asyncio.Event()
         self._slots = [_Slot() for _ in range(COMMITS_IN_FLIGHT)]
         self._in_flight: set[str] = set()  # origins of the batches in the database
         # Django's ORM (the read-and-decide path, fork evidence) in one thread of its own.
         self._slow = ThreadPoolExecutor(1, thread_name_prefix="witness-decide")
-        self._headers = _security_headers()
+        self._heads: dict[tuple[int, str], bytes] = {}
+        self._security = "".join(f"{k}: {v}\r\n" for k, v in _security_headers())
         self._hosts: dict[bytes, bool] = {}
-        self._writers: set[asyncio.StreamWriter] = set()
-        self._busy = 0  # requests read and not yet answered
+        self.connections: set[_Connection] = set()
+        self.busy = 0  # requests read and not yet answered
         self.batches = 0
         self.swaps = 0
 
@@ -121,146 +139,62 @@ class WitnessServer:
 
     async def serve(self, sock: socket.socket) -> None:
         """Answer on the listening ``sock`` until :meth:`stop`."""
-        server = await asyncio.start_server(self._client, sock=sock)
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(lambda: _Connection(self), sock=sock)
         batcher = asyncio.create_task(self._batcher())
         try:
-            await self._stopping.wait()
+            await self._stopped.wait()
         finally:
             server.close()  # no new connections; the requests in flight are answered first
-            await server.wait_closed()
+            for conn in list(self.connections):
+                conn.stop()  # closes it now if idle, else after its answers
             for _ in range(int(STOP_TIMEOUT_S * 20)):
-                if not self._busy:
+                if not self.busy:
                     break
                 await asyncio.sleep(0.05)
-            for writer in list(self._writers):
-                writer.close()
+            for conn in list(self.connections):
+                conn.transport.close()
             batcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await batcher
             for item in self._queue:
-                if not item.done.done():
-                    item.done.set_result(_unavailable())
+                item.reply(_unavailable())
             for slot in self._slots:
                 if slot.db is not None:
                     await slot.db.close()
             self._slow.shutdown(wait=True)
 
     def stop(self) -> None:
-        self._stopping.set()
+        self._stopping = True
+        self._stopped.set()
 
     # --- HTTP -------------------------------------------------------------------------------
 
-    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        sock = writer.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=_MAX_HEADERS)
-        self._writers.add(writer)
-        try:
-            while not self._stopping.is_set():
-                keep = await self._exchange(conn, reader, writer)
-                if not keep:
-                    break
-                conn.start_next_cycle()
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            self._writers.discard(writer)
-            writer.close()
-            with contextlib.suppress(ConnectionError, OSError):
-                await writer.wait_closed()
-
-    async def _next(self, conn: h11.Connection, reader: asyncio.StreamReader) -> Any:
-        while True:
-            event = conn.next_event()
-            if event is not h11.NEED_DATA:
-                return event
-            if conn.they_are_waiting_for_100_continue:
-                pass  # answered with the final status: the client sends the body or gives up
-            conn.receive_data(await reader.read(_READ_SIZE))
-
-    async def _exchange(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> bool:
-        """One request and its answer; False when the connection is to be closed."""
-        try:
-            event = await self._next(conn, reader)
-        except h11.RemoteProtocolError as exc:
-            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                got = witness_views.Answer(
-                    exc.error_status_hint, _TEXT, b"malformed HTTP request\n"
-                )
-                await self._send(conn, writer, got, close=True)
-            return False
-        if isinstance(event, h11.ConnectionClosed) or not isinstance(event, h11.Request):
-            return False
-        self._busy += 1
-        try:
-            got = await self._route(conn, reader, event)
-            close = conn.their_state is not h11.DONE or self._stopping.is_set()
-            await self._send(conn, writer, got, close=close)
-        finally:
-            self._busy -= 1
-        return not close and conn.our_state is h11.DONE
-
-    async def _route(
-        self, conn: h11.Connection, reader: asyncio.StreamReader, request: h11.Request
-    ) -> witness_views.Answer:
-        target = request.target.split(b"?", 1)[0]
-        if target != PATH:
+    def route(self, method: bytes, target: bytes, host: bytes) -> witness_views.Answer | None:
+        """The answer for a request line and Host that is not add-checkpoint's, else None."""
+        if target.split(b"?", 1)[0] != PATH:
             return witness_views.Answer(404, _TEXT, b"not found\n")
-        if request.method != b"POST":
+        if method != b"POST":
             return witness_views.Answer(405, _TEXT, b"add-checkpoint takes a POST\n")
         if not conf.witness_name():
             return witness_views.Answer(404, _TEXT, b"this node does not act as a witness\n")
-        host = next((v for k, v in request.headers if k == b"host"), b"")
         if not self._host_allowed(host):
             return witness_views.Answer(400, _TEXT, b"this host is not allowed\n")
-        declared = next((v for k, v in request.headers if k == b"content-length"), None)
-        if declared is not None and int(declared) > self.limit:
-            return witness_views.too_large(self.limit)
-        body = await self._body(conn, reader)
-        if body is None:
-            return witness_views.too_large(self.limit)
-        return await self._answer(body)
+        return None
 
-    async def _body(self, conn: h11.Connection, reader: asyncio.StreamReader) -> bytes | None:
-        """The request body, or None once it is above the limit (read no further)."""
-        chunks, size = [], 0
-        while True:
-            event = await self._next(conn, reader)
-            if isinstance(event, h11.Data):
-                size += len(event.data)
-                if size > self.limit:
-                    return None
-                chunks.append(event.data)
-            elif isinstance(event, h11.EndOfMessage):
-                return b"".join(chunks)
-            else:  # the client closed mid-body
-                raise ConnectionError("the request body was cut short")
-
-    async def _send(
-        self,
-        conn: h11.Connection,
-        writer: asyncio.StreamWriter,
-        got: witness_views.Answer,
-        close: bool,
-    ) -> None:
-        headers = [
-            ("Content-Type", got.content_type),
-            ("Content-Length", str(len(got.body))),
-            ("Cache-Control", "no-store"),
-            *self._headers,
-        ]
-        if got.status == 405:
-            headers.append(("Allow", "POST"))
-        if close:
-            headers.append(("Connection", "close"))
-        data = conn.send(h11.Response(status_code=got.status, headers=headers))
-        data += conn.send(h11.Data(data=got.body)) + conn.send(h11.EndOfMessage())
-        writer.write(data)
-        await writer.drain()
+    def encode(self, got: witness_views.Answer, close: bool) -> bytes:
+        """The answer on the wire: the headers the Django view's answer has (Cache-Control and
+        what its security middleware adds), ``Allow`` on a 405."""
+        head = self._heads.get((got.status, got.content_type))
+        if head is None:
+            reason = HTTPStatus(got.status).phrase if got.status in _STATUSES else ""
+            allow = "Allow: POST\r\n" if got.status == 405 else ""
+            head = self._heads[(got.status, got.content_type)] = (
+                f"HTTP/1.1 {got.status} {reason}\r\nContent-Type: {got.content_type}\r\n"
+                f"Cache-Control: no-store\r\n{self._security}{allow}"
+            ).encode("latin-1")
+        tail = b"Connection: close\r\n\r\n" if close else b"\r\n"
+        return b"%sContent-Length: %d\r\n%s%s" % (head, len(got.body), tail, got.body)
 
     def _host_allowed(self, host: bytes) -> bool:
         """Django's ``ALLOWED_HOSTS`` check of the ``Host`` header (``DEBUG`` adds localhost)."""
@@ -278,21 +212,24 @@ class WitnessServer:
 
     # --- the witness ------------------------------------------------------------------------
 
-    async def _answer(self, body: bytes) -> witness_views.Answer:
+    def submit(self, body: bytes, reply: Reply) -> None:
+        """Answer an add-checkpoint body through ``reply``: at once when it needs no state,
+        else after its batch is committed (or after the decide thread)."""
         prepared = witness_views.prepare(body)
         if isinstance(prepared, witness_views.Answer):
-            return prepared
+            reply(prepared)
+            return
         start = witness.swap_from(prepared)
         if start is None:
-            return await self._decide(prepared)
-        item = _Pending(prepared, start)
-        self._queue.append(item)
+            self._decide(prepared, reply)
+            return
+        self._queue.append(_Pending(prepared, start, reply))
         self._wake.set()
-        return await item.done
 
-    async def _decide(self, prepared: witness.Prepared) -> witness_views.Answer:
+    def _decide(self, prepared: witness.Prepared, reply: Reply) -> None:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._slow, _decide_in_thread, prepared)
+        future = loop.run_in_executor(self._slow, _decide_in_thread, prepared)
+        future.add_done_callback(lambda f: reply(_result(f)))
 
     async def _batcher(self) -> None:
         """Start a batch whenever requests wait and a connection is free: up to
@@ -340,11 +277,9 @@ class WitnessServer:
                 prepared = item.prepared
                 if prepared.checkpoint.origin in moved:  # committed: now it may be cosigned
                     witness.swapped(prepared)
-                    got = witness_views.cosigned(witness.cosign_prepared(prepared))
-                    item.done.set_result(got)
+                    item.reply(witness_views.cosigned(witness.cosign_prepared(prepared)))
                 else:  # the row is not what the request leads from: read it and decide
-                    task = asyncio.ensure_future(self._decide(prepared))
-                    task.add_done_callback(lambda t, item=item: _chain(t, item.done))
+                    self._decide(prepared, item.reply)
         finally:
             self._in_flight -= origins
             self._slots.append(slot)
@@ -373,6 +308,172 @@ class WitnessServer:
         return {row[0] for row in await cursor.fetchall()}
 
 
+class _Connection(asyncio.Protocol):
+    """One client connection: requests parsed as they arrive, answered in their order (HTTP/1.1
+    pipelining), kept alive unless the client or a refusal before the body ends it."""
+
+    def __init__(self, server: WitnessServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = httptools.HttpRequestParser(self)
+        self.owed: deque[list] = deque()  # [answer bytes or None, close after it], in order
+        self.closing = False  # no more requests are read; close after the answers owed
+        self.reading = True
+        self.writable = True
+        self._head = 0  # bytes of the request line and headers so far
+        self._in_body = False
+        self._refused = False  # answered before its body: the rest of the connection is dropped
+        self._url = b""
+        self._host = b""
+        self._length: int | None = None
+        self._body: list[bytes] = []
+        self._size = 0
+
+    # asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.connections.add(self)
+        if self.server._stopping:
+            self.stop()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self.closing = True
+
+    def data_received(self, data: bytes) -> None:
+        if self.closing:
+            return
+        if not self._in_body:
+            self._head += len(data)
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            pass  # refused in on_headers_complete: the connection is closing
+        except httptools.HttpParserError:
+            self._fail(400, b"malformed HTTP request\n")
+            return
+        if not self._in_body and self._head > _MAX_HEAD and not self.closing:
+            self._fail(431, b"the request line and headers are too large\n")
+
+    def pause_writing(self) -> None:
+        self.writable = False
+        self._flow()
+
+    def resume_writing(self) -> None:
+        self.writable = True
+        self._flow()
+
+    # httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._url, self._host, self._length = b"", b"", None
+        self._body, self._size = [], 0
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if name == b"host":
+            self._host = value
+        elif name == b"content-length":
+            self._length = int(value)  # llhttp has checked that it is a number
+
+    def on_headers_complete(self) -> None:
+        if self.closing:
+            return
+        self._in_body = True
+        server = self.server
+        got = server.route(self.parser.get_method(), self._url, self._host)
+        if got is None and self.parser.should_upgrade():
+            got = witness_views.Answer(400, _TEXT, b"this server does not switch protocols\n")
+        if got is None and self._length is not None and self._length > server.limit:
+            got = witness_views.too_large(server.limit)
+        if got is not None:  # answered without reading the body: then the connection ends
+            self._refused = True
+            self._answer_now(got, close=True)
+
+    def on_body(self, body: bytes) -> None:
+        if self._refused or self.closing:
+            return
+        self._size += len(body)
+        if self._size > self.server.limit:
+            self._refused = True
+            self._answer_now(witness_views.too_large(self.server.limit), close=True)
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        self._head = 0
+        if self._refused or self.closing:
+            return
+        close = not self.parser.should_keep_alive() or self.server._stopping
+        entry: list = [None, close]
+        self.owed.append(entry)
+        self.server.busy += 1
+        if close:
+            self.closing = True
+        else:
+            self._flow()
+        self.server.submit(b"".join(self._body), lambda got: self._reply(entry, got))
+
+    # answers
+
+    def stop(self) -> None:
+        """The server stops: no more requests; close once the answers owed are written."""
+        if not self.closing:
+            self.closing = True
+            if self.owed:
+                self.owed[-1][1] = True
+            else:
+                self.transport.close()
+
+    def _fail(self, status: int, detail: bytes) -> None:
+        self._answer_now(witness_views.Answer(status, _TEXT, detail), close=True)
+
+    def _answer_now(self, got: witness_views.Answer, close: bool) -> None:
+        self.owed.append([self.server.encode(got, close), close])
+        self.closing = self.closing or close
+        self._write()
+
+    def _reply(self, entry: list, got: witness_views.Answer) -> None:
+        self.server.busy -= 1
+        entry[0] = self.server.encode(got, entry[1])
+        self._write()
+
+    def _write(self) -> None:
+        owed, transport = self.owed, self.transport
+        while owed and owed[0][0] is not None:
+            data, close = owed.popleft()
+            if transport.is_closing():
+                continue
+            transport.write(data)
+            if close:
+                self.closing = True
+                transport.close()
+        self._flow()
+
+    def _flow(self) -> None:
+        """Read while the answers owed are few and the client takes what is written."""
+        want = self.writable and len(self.owed) < _MAX_QUEUED and not self.transport.is_closing()
+        if want != self.reading:
+            self.reading = want
+            with contextlib.suppress(RuntimeError):  # already closing
+                if want:
+                    self.transport.resume_reading()
+                else:
+                    self.transport.pause_reading()
+
+
+_STATUSES = {s.value for s in HTTPStatus}
+
+
 def _decide_in_thread(prepared: witness.Prepared) -> witness_views.Answer:
     close_old_connections()
     try:
@@ -383,13 +484,10 @@ def _decide_in_thread(prepared: witness.Prepared) -> witness_views.Answer:
         return _unavailable()
 
 
-def _chain(task: asyncio.Future, done: asyncio.Future) -> None:
-    if done.done():
-        return
-    if task.cancelled() or task.exception() is not None:
-        done.set_result(_unavailable())
-    else:
-        done.set_result(task.result())
+def _result(future: asyncio.Future) -> witness_views.Answer:
+    if future.cancelled() or future.exception() is not None:
+        return _unavailable()
+    return future.result()
 
 
 def _unavailable() -> witness_views.Answer:
@@ -466,4 +564,4 @@ def _serve(sock: socket.socket) -> None:
             loop.add_signal_handler(sig, server.stop)
         await server.serve(sock)
 
-    asyncio.run(main())
+    uvloop.run(main())
