@@ -121,17 +121,41 @@ def scope_claims(scope: dict) -> QuerySet[Claim]:
     return claims
 
 
+TAPER_FROM = 16  # chunks of this size or more end with a tapered tail
+
+
 def scope_id_chunks(scope: dict, *, after: int = 0, size: int | None = None) -> Iterator[list]:
-    """Claim ids of the scope in ascending chunks, one query (with LIMIT) per chunk."""
+    """Claim ids of the scope in ascending chunks of ``size``, one query (with LIMIT) per chunk,
+    reading one chunk ahead so that the last two chunks' worth can be tapered (:func:`taper`):
+    with several workers, the job then ends with small chunks, and no worker is left with a
+    whole chunk to do while the others idle."""
     size = size or chunk_size()
-    claims = scope_claims(scope)
-    last = after
+    claims = scope_claims(scope).order_by("id").values_list("id", flat=True)
+    ahead, last = 2 * size, after
+    ids: list[int] = []
     while True:
-        ids = list(claims.filter(id__gt=last).order_by("id").values_list("id", flat=True)[:size])
-        if not ids:
+        ids += claims.filter(id__gt=last)[: ahead - len(ids)]
+        if len(ids) < ahead:  # the end of the scope is in sight
+            yield from taper(ids, size)
             return
-        yield ids
         last = ids[-1]
+        yield ids[:size]
+        ids = ids[size:]
+
+
+def taper(ids: list[int], size: int) -> Iterator[list[int]]:
+    """``ids`` (at most two chunks' worth) in pieces of about half of what is left, from ``size``
+    down to an eighth of it: 400 ids in chunks of 200 go as 200, 100, 50, 25, 25. Chunks under
+    TAPER_FROM are cut plainly (their overhead would outweigh the balance)."""
+    least = max(1, size // 8) if size >= TAPER_FROM else size
+    while ids:
+        n = min(size, max(least, -(-len(ids) // 2)))
+        if len(ids) - n < least:
+            n = len(ids)  # no piece smaller than ``least`` is left behind
+        if n > size:
+            n = size
+        yield ids[:n]
+        ids = ids[n:]
 
 
 # --- starting, planning ------------------------------------------------------------------------

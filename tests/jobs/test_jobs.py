@@ -196,7 +196,7 @@ def test_claims_that_cannot_be_reverified_are_skipped_and_counted():
     assert BatchResult.objects.get(job=job, claim=a).reason == "not re-verified: the claim is paid"
 
 
-def test_the_planner_holds_one_chunk_of_ids_at_a_time(settings):
+def test_the_planner_holds_two_chunks_of_ids_at_most(settings):
     settings.JOBS_CHUNK_SIZE = 3
     kit = make_provider()
     verified_claims(kit, 7)
@@ -205,8 +205,10 @@ def test_the_planner_holds_one_chunk_of_ids_at_a_time(settings):
         chunks = planned(job)
     assert len(chunks) == 3
     reads = [q["sql"] for q in queries if 'FROM "claims_claim"' in q["sql"]]
-    assert len(reads) == 4  # three chunks and the empty read that ends the plan
-    assert all("LIMIT 3" in sql and '"claims_claim"."id" >' in sql for sql in reads), reads
+    # keyset reads, one chunk ahead: 6 ids, then the 3 that complete two chunks' worth (1 left)
+    assert len(reads) == 2
+    assert all('"claims_claim"."id" >' in sql for sql in reads), reads
+    assert ["LIMIT 6" in reads[0], "LIMIT 3" in reads[1]] == [True, True], reads
     sizes = list(BatchChunk.objects.filter(job=job).values_list("first_id", "last_id", "ids"))
     assert [len(ids) for _, _, ids in sizes] == [3, 3, 1]
     assert all(ids[0] == first and ids[-1] == last for first, last, ids in sizes)
@@ -350,3 +352,21 @@ def test_an_unchanged_verdict_leaves_the_claim_where_the_adjusters_put_it():
     assert (
         last.reason == f"batch job {job.pk}: verdict unchanged (verified); back to info_requested"
     )
+
+
+def test_a_job_ends_with_smaller_chunks_and_plans_each_claim_once(settings):
+    """With several workers, a job whose last chunk is whole leaves one worker busy while the
+    others idle: the last two chunks' worth is cut in halves, down to an eighth of a chunk."""
+    settings.JOBS_CHUNK_SIZE = 16
+    kit = make_provider()
+    claims = verified_claims(kit, 40)
+    job = jobs.job_start({"all": True})
+    jobs.job_plan(job.pk, dispatch=lambda chunk_id: None)
+    chunks = list(job.chunk_set.order_by("number").values_list("ids", flat=True))
+    assert [len(ids) for ids in chunks] == [16, 12, 6, 3, 3]
+    planned = [i for ids in chunks for i in ids]
+    assert planned == sorted(c.pk for c in claims)  # ascending, each claim once
+    for chunk_id in job.chunk_set.values_list("pk", flat=True):
+        jobs.chunk_process(chunk_id)
+    job.refresh_from_db()
+    assert (job.status, job.chunks, job.done, job.passed) == (BatchJob.Status.DONE, 5, 40, 40)
