@@ -1,5 +1,8 @@
 """POST /add-checkpoint as a real witness node process answers it (ledger/witness_wsgi.py, in front
-of Django): every answer C2SP tlog-witness documents, over real HTTP on 127.0.0.1."""
+of Django), over real HTTP on 127.0.0.1. Every answer C2SP tlog-witness documents is checked on
+this transport and on the dedicated witness server by one test
+(tests/consortium/test_witness_server.py, ``test_each_answer_of_the_protocol``); the helpers
+here are shared with it."""
 
 from __future__ import annotations
 
@@ -63,69 +66,6 @@ def _send(node, body, method: str = "POST", path: str = "/add-checkpoint", **kw)
         return response.status, dict(response.getheaders()), response.read()
     finally:
         conn.close()
-
-
-def test_each_answer_of_the_protocol_over_http(node, log_key):
-    signer = log_key[0]
-    leaves = _tree(30)
-
-    status, headers, body = _send(node, _body(0, leaves[:5], signer))
-    assert status == 200, node.log_tail()
-    assert headers["Content-Type"] == "text/plain; charset=utf-8"
-    assert headers["Cache-Control"] == "no-store"
-    assert headers["X-Content-Type-Options"] == "nosniff"
-    cosigned = note.add_signatures(_note(signer, leaves[:5]), tlog_witness.parse_cosignatures(body))
-    assert node.name in note.verify_cosignature(cosigned, [node.verifier])
-
-    # A stale old size: 409, the size it cosigned, as text/x.tlog.size.
-    status, headers, body = _send(node, _body(0, leaves[:8], signer))
-    assert (status, headers["Content-Type"], body) == (409, "text/x.tlog.size", b"5\n")
-    # Another tree of the size it cosigned: 409 too, with that size.
-    status, _headers, body = _send(node, _body(0, _tree(5, b"fork"), signer))
-    assert (status, body) == (409, b"5\n")
-    # A proof that does not lead from what it cosigned: 422.
-    bad = merkle.consistency_proof(5, _tree(8, b"other"))
-    assert _send(node, _body(5, leaves[:8], signer, proof=bad))[0] == 422
-    # Signed by a key of the same name that the witness does not trust: 403.
-    stranger = note.generate_key(ORIGIN)[0]
-    assert _send(node, _body(5, leaves[:8], stranger))[0] == 403
-    # A log it does not follow: 404.
-    unknown = note.generate_key("unknown-log.example")[0]
-    body = tlog_witness.format_request(0, [], _note(unknown, leaves[:3], "unknown-log.example"))
-    assert _send(node, body)[0] == 404
-    # An old size above the checkpoint's: 400.
-    text = _note(signer, leaves[:8])
-    assert _send(node, tlog_witness.format_request(9, [], text))[0] == 400
-
-    # None of those moved it: the next checkpoint from 5 is cosigned, sent chunked this time.
-    request = _body(5, leaves[:12], signer)
-    status, _headers, body = _send(
-        node,
-        iter([request[:40], request[40:]]),
-        headers={"Transfer-Encoding": "chunked"},
-        encode_chunked=True,
-    )
-    assert status == 200, body
-    assert _send(node, _body(5, leaves[:13], signer))[2] == b"12\n"
-
-
-@pytest.mark.parametrize(
-    "body",
-    [
-        b"",
-        b"\xff\xfe not utf-8",
-        b"old 0\n",  # no empty line, no checkpoint
-        b"old 01\n\nlog\n1\nAAAA\n",  # a leading zero
-        b"new 0\n\nlog\n",
-        b"old 0\nnot base64!\n\n" + b"x\n",
-        b"old 0\n\nnot a checkpoint\n\n\xe2\x80\x94 x AAAA\n",
-    ],
-)
-def test_malformed_bodies_are_400(node, body):
-    status, headers, answer = _send(node, body)
-    assert status == 400, answer
-    assert answer.startswith(b"malformed add-checkpoint request")
-    assert headers["Cache-Control"] == "no-store"
 
 
 def test_oversize_bodies_wrong_methods_hosts_and_paths(node, log_key):

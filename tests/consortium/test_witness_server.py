@@ -1,6 +1,7 @@
 """The dedicated witness server (ledger/witness_server.py, ``manage.py witness_serve``) as a real
-process on 127.0.0.1 over a real PostgreSQL: the answers the protocol documents, the same as the
-node's own endpoint gives, and the group commit never cosigns two trees of one size."""
+process on 127.0.0.1 over a real PostgreSQL: the answers the protocol documents, checked on it
+and on the node's own endpoint (gunicorn, ledger/witness_wsgi.py) by the same tests, and the
+group commit never cosigns two trees of one size."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import pytest
 from ledger import merkle, note, tlog_witness
 from ledger.keys import witness_key_env
 from ledger.models import ForkEvidence
-from tests.consortium.conftest import ROOT, START_TIMEOUT_S, _base_env, free_port
+from tests.consortium.conftest import ROOT, START_TIMEOUT_S, WitnessNode, _base_env, free_port
 from tests.consortium.test_witness_dispatch import _body, _note, _send, _tree
 
 pytestmark = pytest.mark.postgres
@@ -122,53 +123,77 @@ def server(request, node_database, log_key):
         assert proc.stop() == 0, proc.log_tail()
 
 
-def test_each_answer_of_the_protocol(server, log_key):
+@pytest.fixture(params=["gunicorn", "server"], ids=["gunicorn fast path", "dedicated server"])
+def endpoint(request, node_database, witness_nodes, log_key):
+    """The witness over either transport, which must answer alike: a node process (gunicorn,
+    ledger/witness_wsgi.py in front of Django) or the dedicated server."""
+    name = f"wserver-{next(_names)}.example"
+    signer, verifier = note.generate_cosigner_key(name)
+    logs = {ORIGIN: log_key[1], "other-log.example": note.generate_key("other-log.example")[1]}
+    if request.param == "gunicorn":
+        node = WitnessNode(database_url=node_database, name=name, signer_key=signer, logs=logs)
+        witness_nodes.append(node)  # stopped by that fixture
+        node.start()
+        node.verifier = verifier
+        yield node
+        return
+    proc = ServerProcess(node_database, name, signer, logs)
+    proc.start()
+    proc.verifier = verifier
+    try:
+        yield proc
+    finally:
+        assert proc.stop() == 0, proc.log_tail()
+
+
+def test_each_answer_of_the_protocol(endpoint, log_key):
     signer = log_key[0]
     leaves = _tree(30)
 
-    status, headers, body = _send(server, _body(0, leaves[:5], signer))
-    assert status == 200, server.log_tail()
+    status, headers, body = _send(endpoint, _body(0, leaves[:5], signer))
+    assert status == 200, endpoint.log_tail()
     assert headers["Content-Type"] == "text/plain; charset=utf-8"
     assert headers["Cache-Control"] == "no-store"
     assert headers["X-Content-Type-Options"] == "nosniff"
     cosigned = note.add_signatures(_note(signer, leaves[:5]), tlog_witness.parse_cosignatures(body))
-    assert server.name in note.verify_cosignature(cosigned, [server.verifier])
+    assert endpoint.name in note.verify_cosignature(cosigned, [endpoint.verifier])
 
-    # A stale old size, then another tree of the size it cosigned: 409 with that size.
-    status, headers, body = _send(server, _body(0, leaves[:8], signer))
+    # A stale old size: 409, the size it cosigned, as text/x.tlog.size.
+    status, headers, body = _send(endpoint, _body(0, leaves[:8], signer))
     assert (status, headers["Content-Type"], body) == (409, "text/x.tlog.size", b"5\n")
-    status, _headers, body = _send(server, _body(0, _tree(5, b"fork"), signer))
+    # Another tree of the size it cosigned: 409 too, with that size.
+    status, _headers, body = _send(endpoint, _body(0, _tree(5, b"fork"), signer))
     assert (status, body) == (409, b"5\n")
     # A proof that does not lead from what it cosigned: 422, kept as fork evidence.
     bad = merkle.consistency_proof(5, _tree(8, b"other"))
-    status, headers, body = _send(server, _body(5, leaves[:8], signer, proof=bad))
+    status, headers, body = _send(endpoint, _body(5, leaves[:8], signer, proof=bad))
     assert status == 422 and headers["Content-Type"] == "text/plain; charset=utf-8", body
     assert b"consistency proof does not hold" in body
     # Signed by a key of the same name that the witness does not trust: 403.
     stranger = note.generate_key(ORIGIN)[0]
-    assert _send(server, _body(5, leaves[:8], stranger))[0] == 403
+    assert _send(endpoint, _body(5, leaves[:8], stranger))[0] == 403
     # A log it does not follow: 404.
     unknown = note.generate_key("unknown-log.example")[0]
     body = tlog_witness.format_request(0, [], _note(unknown, leaves[:3], "unknown-log.example"))
-    assert _send(server, body)[0] == 404
+    assert _send(endpoint, body)[0] == 404
     # An old size above the checkpoint's: 400.
-    assert _send(server, tlog_witness.format_request(9, [], _note(signer, leaves[:8])))[0] == 400
+    assert _send(endpoint, tlog_witness.format_request(9, [], _note(signer, leaves[:8])))[0] == 400
 
     # None of those moved it: the next checkpoint from 5 is cosigned, sent chunked this time,
     # and then a power-of-two old size (the proof does not name the old root).
     request = _body(5, leaves[:8], signer)
     status, _headers, body = _send(
-        server,
+        endpoint,
         iter([request[:40], request[40:]]),
         headers={"Transfer-Encoding": "chunked"},
         encode_chunked=True,
     )
     assert status == 200, body
-    assert _send(server, _body(8, leaves[:12], signer))[0] == 200
-    assert _send(server, _body(5, leaves[:13], signer))[2] == b"12\n"
+    assert _send(endpoint, _body(8, leaves[:12], signer))[0] == 200
+    assert _send(endpoint, _body(5, leaves[:13], signer))[2] == b"12\n"
 
     # Several requests on one keep-alive connection.
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
+    conn = http.client.HTTPConnection("127.0.0.1", endpoint.port, timeout=15)
     try:
         for size in (13, 14, 15):
             conn.request("POST", "/add-checkpoint", body=_body(size - 1, leaves[:size], signer))
@@ -183,15 +208,15 @@ def test_each_answer_of_the_protocol(server, log_key):
     [
         b"",
         b"\xff\xfe not utf-8",
-        b"old 0\n",
-        b"old 01\n\nlog\n1\nAAAA\n",
+        b"old 0\n",  # no empty line, no checkpoint
+        b"old 01\n\nlog\n1\nAAAA\n",  # a leading zero
         b"new 0\n\nlog\n",
         b"old 0\nnot base64!\n\n" + b"x\n",
         b"old 0\n\nnot a checkpoint\n\n\xe2\x80\x94 x AAAA\n",
     ],
 )
-def test_malformed_bodies_are_400(server, body):
-    status, headers, answer = _send(server, body)
+def test_malformed_bodies_are_400(endpoint, body):
+    status, headers, answer = _send(endpoint, body)
     assert status == 400, answer
     assert answer.startswith(b"malformed add-checkpoint request")
     assert headers["Cache-Control"] == "no-store"
