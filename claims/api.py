@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from decimal import Decimal
+from functools import lru_cache
+from types import SimpleNamespace
 
 from django.conf import settings
-from django.http import HttpResponse
+from django.core.exceptions import DisallowedHost, RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from django.urls import Resolver404, resolve
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -26,9 +31,11 @@ from claims.auth import (
     IntakeTokenAuthentication,
     ProviderTokenAuthentication,
     confirm,
+    remembered_guard,
+    token_key,
 )
 from claims.claim_response import claim_response
-from claims.models import Claim, ClaimEvent, ClaimItem, Provider
+from claims.models import Claim, Provider
 from config.errors import TooLarge, Unprocessable
 
 FHIR_JSON = "application/fhir+json"
@@ -127,43 +134,44 @@ def _money(value: Decimal | None) -> str | None:
     return None if value is None else format(value.quantize(Decimal("0.01")), "f")
 
 
-def accepted_body(claim: Claim, items: list[ClaimItem], event: ClaimEvent) -> dict:
+def accepted_body(received: services.Received) -> dict:
     """A claim just received, exactly as :class:`ClaimOutput` writes it (a test compares them),
-    built from the rows intake wrote: no serializer on the request path."""
-    url = f"/api/v1/claims/{claim.public_id}"
+    built from the rows intake wrote: no serializer, no model instance on the request path."""
+    claim, event = received.claim, received.event
+    url = f"/api/v1/claims/{claim['public_id']}"
     return {
-        "id": str(claim.public_id),
-        "status": claim.status,
-        "verdict": claim.verdict,
-        "use": claim.use,
-        "total": _money(claim.total),
-        "currency": claim.currency,
-        "kid": claim.kid,
-        "created_at": _when(claim.created_at),
-        "updated_at": _when(claim.updated_at),
+        "id": str(claim["public_id"]),
+        "status": claim["status"],
+        "verdict": claim["verdict"],
+        "use": claim["use"],
+        "total": _money(claim["total"]),
+        "currency": claim["currency"],
+        "kid": claim["kid"],
+        "created_at": _when(claim["created_at"]),
+        "updated_at": _when(claim["updated_at"]),
         "url": url,
         "claim_response_url": f"{url}/ClaimResponse",
         "items": [
             {
-                "sequence": item.sequence,
-                "product_code": item.product_code,
-                "submitted": _money(item.submitted),
-                "eligible": _money(item.eligible),
-                "benefit": _money(item.benefit),
-                "adjudication": item.adjudication,
-                "reason_code": item.reason_code,
+                "sequence": item["sequence"],
+                "product_code": item["product_code"],
+                "submitted": _money(item["submitted"]),
+                "eligible": _money(item["eligible"]),
+                "benefit": _money(item["benefit"]),
+                "adjudication": item["adjudication"],
+                "reason_code": item["reason_code"],
             }
-            for item in items
+            for item in received.items
         ],
         "checks": [],  # no verification has run yet
         "history": [
             {
-                "at": _when(event.at),
-                "actor": event.actor.username if event.actor_id else None,
-                "old_status": event.old_status,
-                "new_status": event.new_status,
-                "reason": event.reason,
-                "snapshot": event.snapshot,
+                "at": _when(event["at"]),
+                "actor": received.actor_name if event["actor_id"] else None,
+                "old_status": event["old_status"],
+                "new_status": event["new_status"],
+                "reason": event["reason"],
+                "snapshot": event["snapshot"],
             }
         ],
     }
@@ -208,14 +216,12 @@ class ClaimsApi(APIView):
             if guard is not None:
                 confirm(guard)
             return submission
-        claim = submission.claim
         if submission.created:
-            cache = claim._prefetched_objects_cache
-            body = accepted_body(claim, cache["items"], cache["events"][0])
+            body = accepted_body(submission.received)
         else:  # an earlier claim, as it stands now
             if guard is not None:
                 confirm(guard)
-            body = ClaimOutput(claim).data
+            body = ClaimOutput(submission.claim).data
         return _json(body, 202, Location=body["url"])
 
     def _submit(
@@ -247,6 +253,139 @@ class ClaimsApi(APIView):
         provider = provider_of(request)
         claims = selectors.claims_for_provider(provider)[:100]
         return Response(ClaimOutput(claims, many=True).data)
+
+
+# --- POST /api/v1/claims, lean --------------------------------------------------------------
+
+CLAIMS_PATH = "/api/v1/claims"
+
+
+class IntakeMiddleware:
+    """``POST /api/v1/claims`` answered in front of the rest of the middleware and DRF when the
+    answer is a new claim (the hot path: a provider's EHR posting claims).
+
+    It takes a request only when its token is one this process remembers (``claims.auth``:
+    the claim's INSERT checks it again), the URL resolves to :class:`ClaimsApi`, the host is
+    allowed and DRF's content negotiation would accept it; it then runs the same service
+    (``services.claim_receive``) and answers the same 202, with the headers DRF and the
+    middleware after this one would add (``Allow``, ``Vary``, ``X-Frame-Options``,
+    ``Content-Length``). Any other answer (a refusal, an earlier claim, a token no longer good, a
+    value the database cannot hold) wrote nothing, and the request goes on through the full
+    stack (the view answers it as before, reading the body again). Every other request goes
+    through untouched. Listed in ``MIDDLEWARE`` after the security and static-file middleware,
+    which still see every request."""
+
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+        listed = list(settings.MIDDLEWARE)
+        me = f"{__name__}.{type(self).__name__}"
+        after = listed[listed.index(me) + 1 :] if me in listed else listed
+        # Only in front of middleware known to do nothing else to this request and its 202:
+        # another one listed after it (or a redirect CommonMiddleware would make) turns it off.
+        self.enabled = (
+            set(after) <= _SKIPPABLE
+            and not getattr(settings, "PREPEND_WWW", False)
+            and not getattr(settings, "DISALLOWED_USER_AGENTS", ())
+        )
+        self.headers = _added_headers(
+            "django.middleware.clickjacking.XFrameOptionsMiddleware" in after
+        )
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if self.enabled and request.method == "POST" and request.path_info == CLAIMS_PATH:
+            response = _lean_intake(request, self.headers)
+            if response is not None:
+                return response
+        return self.get_response(request)
+
+
+# What the middleware after IntakeMiddleware does to a token-authenticated POST and its 202:
+# sessions, CSRF, auth and messages stay unread and add nothing; CommonMiddleware adds
+# Content-Length; XFrameOptionsMiddleware adds X-Frame-Options; htmx only reads headers.
+_SKIPPABLE = frozenset(
+    {
+        "django.contrib.sessions.middleware.SessionMiddleware",
+        "django.middleware.common.CommonMiddleware",
+        "django.middleware.csrf.CsrfViewMiddleware",
+        "django.contrib.auth.middleware.AuthenticationMiddleware",
+        "django.contrib.messages.middleware.MessageMiddleware",
+        "django.middleware.clickjacking.XFrameOptionsMiddleware",
+        "django_htmx.middleware.HtmxMiddleware",
+    }
+)
+
+
+def _lean_intake(request: HttpRequest, headers: tuple[tuple[str, str], ...]) -> HttpResponse | None:
+    """The 202 of a new claim, or None when the full stack must answer (nothing written)."""
+    meta = request.META
+    guard = remembered_guard(token_key(request))
+    if guard is None or meta.get("QUERY_STRING") or not _routed_here(request):
+        return None
+    if not _acceptable(meta.get("HTTP_ACCEPT")):
+        return None  # DRF answers 406
+    try:
+        request.get_host()
+        declared = int(meta.get("CONTENT_LENGTH") or 0)
+    except (DisallowedHost, ValueError):
+        return None
+    if declared > settings.CLAIMS_MAX_BYTES:
+        return None
+    if request.content_type.split(";")[0].strip() not in (FHIR_JSON, "application/json"):
+        return None
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        return None
+    received = services.claim_receive(
+        guard=guard, body=body, idempotency_key=meta.get("HTTP_IDEMPOTENCY_KEY", "")
+    )
+    if received is None:
+        return None
+    answer = accepted_body(received)
+    response = _json(answer, 202, Location=answer["url"])
+    for name, value in headers:
+        response[name] = value
+    response["Content-Length"] = str(len(response.content))
+    return response
+
+
+def _routed_here(request: HttpRequest) -> bool:
+    urlconf = getattr(request, "urlconf", None) or settings.ROOT_URLCONF
+    routed = _routes.get(urlconf)
+    if routed is None:
+        try:
+            match = resolve(CLAIMS_PATH, urlconf)
+        except Resolver404:
+            routed = False
+        else:
+            routed = getattr(match.func, "view_class", None) is ClaimsApi
+        _routes[urlconf] = routed
+    return routed
+
+
+_routes: dict[str, bool] = {}
+
+
+@lru_cache(maxsize=64)
+def _acceptable(accept: str | None) -> bool:
+    """Whether DRF's content negotiation for :class:`ClaimsApi` accepts this Accept header."""
+    view = ClaimsApi()
+    request = SimpleNamespace(query_params={}, headers={} if accept is None else {"accept": accept})
+    try:
+        view.get_content_negotiator().select_renderer(request, view.get_renderers())
+    except Exception:  # NotAcceptable, or anything odd: the full stack answers it
+        return False
+    return True
+
+
+def _added_headers(x_frame_options: bool) -> tuple[tuple[str, str], ...]:
+    """What DRF (``Allow``, ``Vary``) and XFrameOptionsMiddleware add to the view's 202."""
+    view = ClaimsApi()
+    view.head = view.get  # as View.setup() does for every request
+    headers = dict(view.default_response_headers)
+    if x_frame_options:
+        headers["X-Frame-Options"] = getattr(settings, "X_FRAME_OPTIONS", "DENY").upper()
+    return tuple(headers.items())
 
 
 class ClaimApi(APIView):

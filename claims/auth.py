@@ -93,8 +93,8 @@ class ProviderTokenAuthentication(TokenAuthentication):
         if not user.is_active:
             _remembered.pop(key, None)
             raise exceptions.AuthenticationFailed(_("User inactive or deleted."))
-        if getattr(user, PROVIDER_ATTR) is not None:
-            _remember(key, row)
+        if (provider := getattr(user, PROVIDER_ATTR)) is not None:
+            _remember(key, row, _guard(key, user, provider))
         return user, token
 
 
@@ -103,7 +103,8 @@ class ProviderTokenAuthentication(TokenAuthentication):
 GUARD_ATTR = "_claims_guard"  # on request.user when it came from memory: the Guard to write with
 REMEMBER_S = 60.0  # settings.CLAIMS_TOKEN_REMEMBER_S overrides it; 0 reads every token
 REMEMBER_MAX = 10_000
-_remembered: dict[str, tuple[float, tuple]] = {}  # token key -> (read at, monotonic; its row)
+# token key -> (read at, monotonic; its row; the Guard a write under it carries)
+_remembered: dict[str, tuple[float, tuple, Guard]] = {}
 
 
 @dataclass(frozen=True)
@@ -130,10 +131,31 @@ def _build(row: tuple):
     return user, token
 
 
-def _remember(key: str, row: tuple) -> None:
+def _guard(key: str, user, provider: Provider) -> Guard:
+    return Guard(key, user.pk, user.get_username(), provider.pk, provider.name)
+
+
+def _remember(key: str, row: tuple, guard: Guard) -> None:
     if len(_remembered) >= REMEMBER_MAX:
         _remembered.clear()
-    _remembered[key] = (time.monotonic(), row)
+    _remembered[key] = (time.monotonic(), row, guard)
+
+
+def _fresh(key: str | None) -> tuple[float, tuple, Guard] | None:
+    hit = _remembered.get(key) if key else None
+    if hit is None:
+        return None
+    if time.monotonic() - hit[0] >= getattr(settings, "CLAIMS_TOKEN_REMEMBER_S", REMEMBER_S):
+        return None
+    return hit
+
+
+def remembered_guard(key: str | None) -> Guard | None:
+    """The Guard of a token this process read less than ``CLAIMS_TOKEN_REMEMBER_S`` ago (None
+    otherwise), without building its user: what ``POST /api/v1/claims``'s lean path
+    (``claims.api.IntakeMiddleware``) writes with."""
+    hit = _fresh(key)
+    return None if hit is None else hit[2]
 
 
 def forget(key: str) -> None:
@@ -153,19 +175,16 @@ class IntakeTokenAuthentication(ProviderTokenAuthentication):
     def authenticate(self, request):
         if request.method != "POST":
             return super().authenticate(request)
-        key = _token_key(request)
-        hit = _remembered.get(key) if key else None
-        ttl = getattr(settings, "CLAIMS_TOKEN_REMEMBER_S", REMEMBER_S)
-        if hit is None or time.monotonic() - hit[0] >= ttl:
+        key = token_key(request)
+        hit = _fresh(key)
+        if hit is None:
             return super().authenticate(request)
         user, token = _build(hit[1])
-        provider = getattr(user, PROVIDER_ATTR)
-        guard = Guard(key, user.pk, user.get_username(), provider.pk, provider.name)
-        setattr(user, GUARD_ATTR, guard)
+        setattr(user, GUARD_ATTR, hit[2])
         return user, token
 
 
-def _token_key(request) -> str | None:
+def token_key(request) -> str | None:
     """The key of a well-formed ``Token <key>`` header; None for anything else (DRF then
     answers it with its own errors)."""
     parts = get_authorization_header(request).split()

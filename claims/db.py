@@ -1,17 +1,17 @@
-"""A cursor for the intake path's hot statements on PostgreSQL."""
+"""The intake path's hot statement on PostgreSQL: bound, prepared, and its own health check."""
 
 from __future__ import annotations
 
-from django.db import connection
+from typing import Any
+
+from django.db import InterfaceError, OperationalError, connection
 
 
 def binding_cursor():
     """On PostgreSQL, a cursor that sends the parameters apart from the statement (psycopg's
     server-side binding) instead of quoting them into its text as Django's cursors do: a claim's
-    body is not spelled out in hex in a 10 kB statement, and psycopg prepares a statement once it
-    has run a few times on a connection, so PostgreSQL stops parsing and planning it on every
-    request. Wrapped as Django wraps its own (database errors, query logging). Elsewhere, Django's
-    cursor."""
+    body is not spelled out in hex in a 10 kB statement. Wrapped as Django wraps its own
+    (database errors, query logging). Elsewhere, Django's cursor."""
     if connection.vendor != "postgresql":
         return connection.cursor()
     import psycopg
@@ -23,3 +23,36 @@ def binding_cursor():
     if connection.queries_logged:
         return connection.make_debug_cursor(raw)
     return connection.make_cursor(raw)
+
+
+def fetch_one(sql: str, params: list[Any]) -> tuple | None:
+    """Run one statement through :func:`binding_cursor`; its first row.
+
+    On PostgreSQL the statement is prepared at once (``prepare=True``; Django turns psycopg's
+    automatic preparing off for connection poolers, and this statement runs on every request),
+    so PostgreSQL parses and plans it once per connection. Outside a transaction it is also its
+    own health check: Django's ``CONN_HEALTH_CHECKS`` would spend a ``SELECT 1`` round trip per
+    request on it; a connection found dead is closed and the statement run once more on a new
+    one. (A statement that committed before its connection died meets its own row the second
+    time: for intake's ``INSERT … ON CONFLICT DO NOTHING`` that is the taken-key answer.)"""
+    if connection.vendor != "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return cursor.fetchone()
+    reuse = connection.connection is not None and not connection.in_atomic_block
+    if reuse:
+        connection.health_check_done = True
+    for attempt in range(2):
+        try:
+            with binding_cursor() as cursor:
+                if connection.queries_logged:  # DEBUG or a test capturing queries: logged
+                    cursor.execute(sql, params)
+                else:
+                    with connection.wrap_database_errors:
+                        cursor.cursor.execute(sql, params, prepare=True)
+                return cursor.fetchone()
+        except (OperationalError, InterfaceError):
+            if attempt or not reuse or connection.in_atomic_block:
+                raise
+            connection.close()
+    raise AssertionError("unreachable")

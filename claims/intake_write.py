@@ -9,14 +9,18 @@ transaction the statement is part of it, as the ORM's writes would be.
 
 Elsewhere (SQLite in development and tests) the ORM writes the same rows in a transaction.
 
-Columns and values come from the models' own fields (``get_db_prep_save``), so a field added to
-any of these models is written here without a change.
+The rows are plain dicts of field values by ``attname`` (no model instance is built on the request
+path); :func:`fill` completes one with the model's defaults, as ``Model.__init__`` would. Columns
+come from the models' own fields and each value is prepared as ``get_db_prep_save`` prepares it
+(skipped only for field types whose preparation on PostgreSQL returns the value as it is), so a
+field added to any of these models is written here without a change.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import cache
+from typing import Any
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Field, Model
@@ -24,47 +28,85 @@ from django.db.models.fields import AutoFieldMixin
 
 from audit.models import AuditEntry
 from claims.auth import Guard, guard_holds, guard_params, guard_sql
-from claims.db import binding_cursor
+from claims.db import fetch_one
 from claims.models import Claim, ClaimEvent, ClaimItem
 
+Row = dict[str, Any]  # field values by attname
 
-def write(
-    claim: Claim,
-    items: Sequence[ClaimItem],
-    event: ClaimEvent,
-    entry: AuditEntry,
-    guard: Guard | None = None,
-) -> bool:
-    """Store the claim and its rows; False (nothing written) when its Idempotency-Key is taken
-    or, with a ``guard`` (a token remembered by this process, ``claims.auth``), when the token,
-    its user or the user's provider link no longer is what the guard says, at the moment of the
-    write. Sets the primary keys of ``claim`` and ``event``."""
+# Field types whose get_db_prep_save on PostgreSQL returns a value of the field's own Python type
+# unchanged (Django 5.2: the backend's adapt_* for these are the identity, and psycopg adapts
+# the Python values itself). Any other type (JSONField: Jsonb) goes through get_db_prep_save.
+_AS_IS = frozenset(
+    {
+        "AutoField",
+        "BigAutoField",
+        "BigIntegerField",
+        "BinaryField",
+        "BooleanField",
+        "CharField",
+        "DateTimeField",
+        "DecimalField",
+        "ForeignKey",
+        "IntegerField",
+        "PositiveBigIntegerField",
+        "PositiveIntegerField",
+        "PositiveSmallIntegerField",
+        "SmallIntegerField",
+        "TextField",
+        "UUIDField",
+    }
+)
+
+
+def fill(model: type[Model], values: Row) -> Row:
+    """``values`` completed with the defaults of the model's other columns (a callable default,
+    such as ``uuid4``, is called), as ``Model.__init__`` fills an instance."""
+    out = dict(values)
+    for name, default in _defaults(model):
+        if name not in out:
+            out[name] = default()
+    return out
+
+
+@cache
+def _defaults(model: type[Model]) -> tuple[tuple[str, Callable[[], Any]], ...]:
+    return tuple(
+        (f.attname, f.get_default)
+        for f in model._meta.concrete_fields
+        if not (f.primary_key and isinstance(f, AutoFieldMixin))
+    )
+
+
+def write(claim: Row, items: Sequence[Row], event: Row, entry: Row, guard: Guard | None = None):
+    """Store the claim and its rows (each filled by :func:`fill`); the ids of the claim and the
+    event, or None (nothing written) when its Idempotency-Key is taken or, with a ``guard`` (a
+    token remembered by this process, ``claims.auth``), when the token, its user or the user's
+    provider link no longer is what the guard says, at the moment of the write."""
     if connection.vendor == "postgresql":
         return _write_one_statement(claim, items, event, entry, guard)
     return _write_orm(claim, items, event, entry, guard)
 
 
-def _write_orm(
-    claim: Claim, items: Sequence[ClaimItem], event: ClaimEvent, entry, guard: Guard | None
-) -> bool:
+def _write_orm(claim: Row, items: Sequence[Row], event: Row, entry: Row, guard: Guard | None):
     try:
         with transaction.atomic():
             if guard is not None and not guard_holds(guard):
-                return False
-            claim.save(force_insert=True)
-            for item in items:
-                item.claim = claim
-            ClaimItem.objects.bulk_create(items)
-            event.claim = claim
-            event.save(force_insert=True)
-            entry.save(force_insert=True)
+                return None
+            row = Claim(**claim)
+            row.save(force_insert=True)
+            ClaimItem.objects.bulk_create(
+                [ClaimItem(**{**item, "claim_id": row.pk}) for item in items]
+            )
+            done = ClaimEvent(**{**event, "claim_id": row.pk})
+            done.save(force_insert=True)
+            AuditEntry(**entry).save(force_insert=True)
     except IntegrityError:
         if Claim.objects.filter(
-            provider_id=claim.provider_id, idempotency_key=claim.idempotency_key
+            provider_id=claim["provider_id"], idempotency_key=claim["idempotency_key"]
         ).exists():
-            return False
+            return None
         raise
-    return True
+    return row.pk, done.pk
 
 
 # --- PostgreSQL: one statement ------------------------------------------------------------------
@@ -92,8 +134,17 @@ def _placeholders(fields: list[Field]) -> str:
     return ", ".join(f"CAST(%s AS {_cast_type(f)})" for f in fields)
 
 
-def _values(obj: Model, fields: list[Field]) -> list:
-    return [f.get_db_prep_save(f.pre_save(obj, True), connection) for f in fields]
+def _values(row: Row, plan: tuple[tuple[str, Field | None], ...]) -> list:
+    """The row's values in the statement's column order, prepared for the database."""
+    return [
+        row[name] if field is None else field.get_db_prep_save(row[name], connection)
+        for name, field in plan
+    ]
+
+
+def _plan(fields: list[Field]) -> tuple[tuple[str, Field | None], ...]:
+    # None: the value goes to psycopg as it is (see _AS_IS)
+    return tuple((f.attname, None if f.get_internal_type() in _AS_IS else f) for f in fields)
 
 
 @cache
@@ -104,6 +155,11 @@ def _shape() -> tuple[list[Field], list[Field], list[Field], list[Field]]:
         _fields(ClaimEvent, skip="claim"),
         _fields(AuditEntry),
     )
+
+
+@cache
+def _plans() -> tuple[tuple[tuple[str, Field | None], ...], ...]:
+    return tuple(_plan(fields) for fields in _shape())
 
 
 @cache
@@ -143,30 +199,15 @@ def _sql(guarded: bool) -> str:
 
 
 def _write_one_statement(
-    claim: Claim,
-    items: Sequence[ClaimItem],
-    event: ClaimEvent,
-    entry: AuditEntry,
-    guard: Guard | None,
-) -> bool:
-    claim_f, item_f, event_f, audit_f = _shape()
-    params = _values(claim, claim_f)
+    claim: Row, items: Sequence[Row], event: Row, entry: Row, guard: Guard | None
+) -> tuple[int, int] | None:
+    claim_p, item_p, event_p, audit_p = _plans()
+    params = _values(claim, claim_p)
     if guard is not None:
         params += guard_params(guard)
-    params += _values(event, event_f) + _values(entry, audit_f)
-    rows = [_values(item, item_f) for item in items]
-    params += [[row[k] for row in rows] for k in range(len(item_f))]
+    params += _values(event, event_p) + _values(entry, audit_p)
+    rows = [_values(item, item_p) for item in items]
+    params += [[row[k] for row in rows] for k in range(len(item_p))]
     # 44 parameters (49 guarded): psycopg caches the parsing of statements of at most 50
-    with binding_cursor() as cursor:
-        cursor.execute(_sql(guard is not None), params)
-        row = cursor.fetchone()
-    if row is None:
-        return False
-    claim.pk, event.pk = row
-    for obj in (claim, event, entry):
-        obj._state.adding = False
-        obj._state.db = connection.alias
-    for item in items:
-        item.claim = claim
-    event.claim = claim
-    return True
+    row = fetch_one(_sql(guard is not None), params)
+    return None if row is None else (row[0], row[1])

@@ -16,7 +16,8 @@ from django.conf import settings
 from django.db import DataError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from audit.services import audit_entry, audit_record
+from audit.models import AuditEntry
+from audit.services import ENTRY_FIELDS, audit_record, audit_values
 from claims import disclosure, fhir_validation, intake_write, jws, money, selectors
 from claims.auth import Guard
 from claims.models import Claim, ClaimEvent, ClaimItem, Provider, ProviderKey
@@ -124,10 +125,58 @@ def _reverify_signed_by(key: ProviderKey) -> None:
 # --- intake --------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
+class Received:
+    """A claim just stored, as its rows were written (``intake_write.fill``: field values by
+    attname, the claim's and the event's ``id`` set): what the 202 answer shows, with no model
+    instance built."""
+
+    claim: intake_write.Row
+    items: list[intake_write.Row]
+    event: intake_write.Row
+    actor_name: str | None  # the submitting user's username, None for none
+
+    def as_claim(self) -> Claim:
+        """The claim as a model instance, its items and event as ``prefetch_related`` reads
+        them."""
+        claim = Claim(**self.claim)
+        claim._state.adding, claim._state.db = False, connection.alias
+        items = [ClaimItem(**{**item, "claim_id": claim.pk}) for item in self.items]
+        event = ClaimEvent(**{**self.event, "claim_id": claim.pk})
+        event._state.adding, event._state.db = False, connection.alias
+        for row in (*items, event):
+            row.claim = claim
+        claim._prefetched_objects_cache = {"items": items, "events": [event]}
+        return claim
+
+
 class Submission:
-    claim: Claim
-    created: bool
+    """What a submission answered: the claim, new (``created``, with its ``received`` rows) or
+    the earlier claim of the same Idempotency-Key."""
+
+    __slots__ = ("_claim", "created", "received")
+
+    def __init__(
+        self, claim: Claim | None = None, *, created: bool, received: Received | None = None
+    ) -> None:
+        self._claim, self.created, self.received = claim, created, received
+
+    @property
+    def claim(self) -> Claim:
+        if self._claim is None and self.received is not None:
+            self._claim = self.received.as_claim()
+        return self._claim
+
+
+@dataclass(frozen=True, slots=True)
+class _Actor:
+    """The submitting user as ``audit_values`` reads an actor (no user instance needed)."""
+
+    pk: int
+    username: str
+
+    def get_username(self) -> str:
+        return self.username
 
 
 def claim_submit(
@@ -144,6 +193,49 @@ def claim_submit(
     only if the token, its user and provider link still hold when it is written. Any other answer
     (a refusal, an earlier claim) waits for the caller's ``auth.confirm``.
     """
+    key = _key(body, idempotency_key)
+    body_sha256 = hashlib.sha256(body).digest()
+    try:
+        accepted = _accepted(provider.pk, provider.name, body)
+    except DomainError:
+        # A key used before answers its first claim (or 409) whatever this body is.
+        if (earlier := _same_key(provider, key, body_sha256)) is not None:
+            return Submission(earlier, created=False)
+        raise
+    actor = None if user is None else _Actor(user.pk, user.get_username())
+    received = _store(provider, actor, key, body, body_sha256, accepted, guard)
+    if received is None:
+        # The key was taken: by an earlier request, or by one that raced this one and committed.
+        if (earlier := _same_key(provider, key, body_sha256)) is not None:
+            return Submission(earlier, created=False)
+        raise Conflict("this Idempotency-Key is in use; try again", code="idempotency_conflict")
+    return Submission(created=True, received=received)
+
+
+def claim_receive(*, guard: Guard, body: bytes, idempotency_key: str) -> Received | None:
+    """:func:`claim_submit` for a caller whose token was remembered (``guard``), when the answer
+    is a new claim; None when it would be anything else (a refusal, a taken key, a guard that no
+    longer holds, a value the database cannot hold). Nothing is written then, and the caller
+    answers through :func:`claim_submit`, which says why (``claims.api.IntakeMiddleware``)."""
+    try:
+        key = _key(body, idempotency_key)
+        accepted = _accepted(guard.provider_id, guard.provider_name, body)
+        provider = _Provider(guard.provider_id, guard.provider_name)
+        actor = _Actor(guard.user_id, guard.username)
+        body_sha256 = hashlib.sha256(body).digest()
+        return _store(provider, actor, key, body, body_sha256, accepted, guard)
+    except DomainError:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Provider:
+    pk: int
+    name: str
+
+
+def _key(body: bytes, idempotency_key: str) -> str:
+    """The Idempotency-Key, once the body's size and the key are acceptable."""
     if len(body) > settings.CLAIMS_MAX_BYTES:
         raise TooLarge(f"a claim is at most {settings.CLAIMS_MAX_BYTES} bytes", code="too_large")
     key = idempotency_key.strip()
@@ -151,54 +243,79 @@ def claim_submit(
         raise Unprocessable(
             "send an Idempotency-Key header (1 to 200 characters)", code="idempotency_key"
         )
-    body_sha256 = hashlib.sha256(body).digest()
-    try:
-        accepted = _accepted(provider, body)
-    except DomainError:
-        # A key used before answers its first claim (or 409) whatever this body is.
-        if (earlier := _same_key(provider, key, body_sha256)) is not None:
-            return Submission(earlier, created=False)
-        raise
-    claim = _claim_row(provider, user, key, body, body_sha256, accepted)
+    return key
+
+
+def _store(
+    provider, actor: _Actor | None, key: str, body: bytes, body_sha256: bytes, a, guard
+) -> Received | None:
+    """Write the claim, its items, event and audit entry (one statement on PostgreSQL) and, once
+    committed, request its verification; None when nothing was written (the key was taken, or
+    the guard no longer holds)."""
+    validated = a.validated
+    total = validated.total
+    now = timezone.now()
+    claim = intake_write.fill(
+        Claim,
+        {
+            "provider_id": provider.pk,
+            "submitted_by_id": None if actor is None else actor.pk,
+            "idempotency_key": key,
+            "provider_reference": validated.reference,
+            "body_sha256": body_sha256,
+            "body": body,
+            "signed_payload": a.signed_payload,
+            "kid": a.kid,
+            "use": validated.use,
+            "fhir_rules": fhir_validation.RULES_VERSION,
+            "total": total.value if total else None,
+            "currency": total.currency if total else _currency(validated.items),
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
     items = [
-        ClaimItem(
-            claim=claim,
-            sequence=item.sequence,
-            product_code=item.code or "",
-            submitted=item.net.value if item.net else Decimal("0.00"),
+        intake_write.fill(
+            ClaimItem,
+            {
+                "sequence": item.sequence,
+                "product_code": item.code or "",
+                "submitted": item.net.value if item.net else Decimal("0.00"),
+            },
         )
-        for item in sorted(accepted.validated.items, key=lambda item: item.sequence)
+        for item in sorted(validated.items, key=lambda item: item.sequence)
     ]
-    total = str(accepted.validated.total)
-    event = ClaimEvent(
-        claim=claim,
-        at=claim.created_at,
-        actor=user,
-        new_status=ClaimStatus.RECEIVED,
-        reason="submitted",
-        snapshot={"idempotency_key": key, "kid": accepted.kid, "total": total},
+    total_text = str(total)
+    event = intake_write.fill(
+        ClaimEvent,
+        {
+            "at": now,
+            "actor_id": None if actor is None else actor.pk,
+            "new_status": ClaimStatus.RECEIVED,
+            "reason": "submitted",
+            "snapshot": {"idempotency_key": key, "kid": a.kid, "total": total_text},
+        },
     )
-    entry = audit_entry(
-        actor=user,
+    entry = audit_values(
+        actor=actor,
         action="claim.submit",
-        target=f"claim:{claim.public_id}",
-        data={"provider": provider.name, "kid": accepted.kid, "total": total},
-        at=claim.created_at,
+        target=f"claim:{claim['public_id']}",
+        data={"provider": provider.name, "kid": a.kid, "total": total_text},
+        at=now,
     )
-    if not _write(claim, items, event, entry, guard):
-        # The key was taken: by an earlier request, or by one that raced this one and committed.
-        if (earlier := _same_key(provider, key, body_sha256)) is not None:
-            return Submission(earlier, created=False)
-        raise Conflict("this Idempotency-Key is in use; try again", code="idempotency_conflict")
+    entry = intake_write.fill(AuditEntry, dict(zip(ENTRY_FIELDS, entry, strict=True)))
+    ids = _write(claim, items, event, entry, guard)
+    if ids is None:
+        return None
+    claim["id"], event["id"] = ids
+    claim_id = ids[0]
     # After the claim's commit (at once in autocommit mode, else when the outer transaction
     # commits): nothing is queued for a claim that was not stored.
-    transaction.on_commit(lambda: _enqueue(claim.pk))
-    # What the 202 answer shows of the new claim, as prefetch_related would have read it.
-    claim._prefetched_objects_cache = {"items": items, "events": [event]}
-    return Submission(claim, created=True)
+    transaction.on_commit(lambda: _enqueue(claim_id))
+    return Received(claim, items, event, None if actor is None else actor.username)
 
 
-def _write(claim: Claim, items: list[ClaimItem], event, entry, guard: Guard | None) -> bool:
+def _write(claim, items, event, entry, guard: Guard | None) -> tuple[int, int] | None:
     """``intake_write.write``; a value the database cannot hold (a code longer than its column,
     an amount beyond it, a NUL character) is the provider's 422, never a 500. Inside a caller's
     transaction a savepoint keeps that transaction usable; in autocommit the one statement
@@ -224,7 +341,7 @@ class _Accepted:
     kid: str
 
 
-def _accepted(provider: Provider, body: bytes) -> _Accepted:
+def _accepted(provider_id: int, provider_name: str, body: bytes) -> _Accepted:
     """The cheap checks: JSON, the signature's format, FHIR shape, a key of this provider."""
     try:
         bundle, signed_payload = disclosure.canonical_payload(body)
@@ -242,32 +359,11 @@ def _accepted(provider: Provider, body: bytes) -> _Accepted:
         validated = fhir_validation.validate_bundle(exact)
     except fhir_validation.FhirInvalid as exc:
         raise FhirRefusal(exc.outcome) from exc
-    if selectors.key_owner(detached.kid) != provider.pk:
+    if selectors.key_owner(detached.kid) != provider_id:
         raise Unprocessable(
-            f"{provider.name} has no signing key {detached.kid!r}", code="unknown_key"
+            f"{provider_name} has no signing key {detached.kid!r}", code="unknown_key"
         )
     return _Accepted(validated, signed_payload, detached.kid)
-
-
-def _claim_row(provider, user, key: str, body: bytes, body_sha256: bytes, a: _Accepted) -> Claim:
-    total = a.validated.total
-    now = timezone.now()
-    return Claim(
-        provider=provider,
-        submitted_by=user,
-        idempotency_key=key,
-        provider_reference=a.validated.reference,
-        body_sha256=body_sha256,
-        body=body,
-        signed_payload=a.signed_payload,
-        kid=a.kid,
-        use=a.validated.use,
-        fhir_rules=fhir_validation.RULES_VERSION,
-        total=total.value if total else None,
-        currency=total.currency if total else _currency(a.validated.items),
-        created_at=now,
-        updated_at=now,
-    )
 
 
 def _currency(items) -> str:

@@ -215,3 +215,58 @@ def test_a_remembered_provider_renamed_is_audited_under_its_new_name(kit, anchor
     assert again.status_code == 202
     entry = AuditEntry.objects.get(target=f"claim:{again.json()['id']}")
     assert entry.data["provider"] == "St Mary's renamed"
+
+
+# --- the lean path in front of the middleware (claims.api.IntakeMiddleware) ---------------------
+
+_SAME_HEADERS_BUT = {"Location", "Content-Length"}
+
+
+def _headers(response) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items() if k not in _SAME_HEADERS_BUT}
+
+
+def test_the_lean_202_is_the_full_stacks_202(kit, anchored, settings):
+    assert post(kit, f.signed_body(kit, f.claim_resource(anchored), anchored)).status_code == 202
+    lean = post(kit, f.signed_body(kit, f.claim_resource(anchored, unit_price="2.00"), anchored))
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != "claims.api.IntakeMiddleware"]
+    full = post(kit, f.signed_body(kit, f.claim_resource(anchored, unit_price="3.00"), anchored))
+    assert lean.status_code == full.status_code == 202
+    assert _headers(lean) == _headers(full)
+    assert int(lean["Content-Length"]) == len(lean.content)
+    claim = Claim.objects.prefetch_related("items", "events__actor").get(
+        public_id=lean.json()["id"]
+    )
+    assert lean.json() == json.loads(json.dumps(ClaimOutput(claim).data))
+    assert lean["Location"] == lean.json()["url"]
+
+
+def test_the_lean_path_leaves_drfs_content_negotiation_as_it_was(kit, anchored):
+    assert post(kit, f.signed_body(kit, f.claim_resource(anchored), anchored)).status_code == 202
+    body = f.signed_body(kit, f.claim_resource(anchored, unit_price="4.00"), anchored)
+    refused = client_for(kit).generic(
+        "POST",
+        "/api/v1/claims",
+        body,
+        content_type="application/fhir+json",
+        HTTP_IDEMPOTENCY_KEY="negotiated",
+        HTTP_ACCEPT="application/fhir+json",  # DRF's renderers: JSON and the browsable API
+    )
+    assert refused.status_code == 406
+    assert Claim.objects.count() == 1
+    taken = client_for(kit).generic(
+        "POST",
+        "/api/v1/claims",
+        body,
+        content_type="application/fhir+json",
+        HTTP_IDEMPOTENCY_KEY="negotiated",
+        HTTP_ACCEPT="application/json",
+    )
+    assert taken.status_code == 202
+
+
+def test_the_lean_path_is_off_behind_middleware_it_does_not_know(kit, anchored, settings):
+    from claims.api import IntakeMiddleware
+
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE, "some.other.Middleware"]
+    assert not IntakeMiddleware(lambda request: None).enabled
