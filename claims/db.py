@@ -1,4 +1,5 @@
-"""The intake path's hot statement on PostgreSQL: bound, prepared, and its own health check."""
+"""The intake path's hot statement on PostgreSQL: parameters bound apart, and its own health
+check."""
 
 from __future__ import annotations
 
@@ -28,13 +29,13 @@ def binding_cursor():
 def fetch_one(sql: str, params: list[Any]) -> tuple | None:
     """Run one statement through :func:`binding_cursor`; its first row.
 
-    On PostgreSQL the statement is prepared at once (``prepare=True``; Django turns psycopg's
-    automatic preparing off for connection poolers, and this statement runs on every request),
-    so PostgreSQL parses and plans it once per connection. Outside a transaction it is also its
-    own health check: Django's ``CONN_HEALTH_CHECKS`` would spend a ``SELECT 1`` round trip per
-    request on it; a connection found dead is closed and the statement run once more on a new
-    one. (A statement that committed before its connection died meets its own row the second
-    time: for intake's ``INSERT … ON CONFLICT DO NOTHING`` that is the taken-key answer.)"""
+    On PostgreSQL, outside a transaction, the statement is its own health check: Django's
+    ``CONN_HEALTH_CHECKS`` would spend a ``SELECT 1`` round trip on it per request; a connection
+    found dead is closed and the statement run once more on a new one. (A statement that
+    committed before its connection died meets its own row the second time: for intake's
+    ``INSERT … ON CONFLICT DO NOTHING`` that is the taken-key answer, and the earlier claim is
+    answered.) Not prepared: Django turns psycopg's preparing off (connection poolers), and
+    preparing it measured no less PostgreSQL CPU per claim (docs/benchmarks.md)."""
     if connection.vendor != "postgresql":
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
@@ -45,11 +46,7 @@ def fetch_one(sql: str, params: list[Any]) -> tuple | None:
     for attempt in range(2):
         try:
             with binding_cursor() as cursor:
-                if connection.queries_logged:  # DEBUG or a test capturing queries: logged
-                    cursor.execute(sql, params)
-                else:
-                    with connection.wrap_database_errors:
-                        cursor.cursor.execute(sql, params, prepare=True)
+                cursor.execute(sql, params)
                 return cursor.fetchone()
         except (OperationalError, InterfaceError):
             if attempt or not reuse or connection.in_atomic_block:
