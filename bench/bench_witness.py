@@ -13,14 +13,16 @@ raw sockets (an ``http.client`` thread per log cost more CPU than the node). Eve
 200 with a cosignature line. The reference is one Ed25519 sign plus one verify (what a
 cosignature costs: the log's signature checked, the witness's made) in this process, one core,
 the faster of PyNaCl and cryptography. The same chains, load and reference measure the dedicated
-witness server (``manage.py witness_serve``, ledger/witness_server.py: one asyncio process, group
-commit) under a witness name of its own (its own state rows), in the same rounds. Context rows:
-the HTTP floor (the same gunicorn shape and load, an app that answers at once), one log and one
-connection (requests one after another), the
-witness's ``witness_add_checkpoint`` called in process (no HTTP), and raw durable one-row commits:
-the witness answers a cosignature only once its new state is committed (one ``UPDATE``
-statement, flushed), so one log's requests in a row cannot go faster than that row; requests of
-several logs in parallel share WAL flushes (PostgreSQL's group commit).
+witness server (``manage.py witness_serve``, ledger/witness_server.py: one asyncio process,
+httptools on uvloop, group commit) under a witness name of its own (its own state rows), in the
+same rounds. Context rows: the HTTP floors (the same gunicorn shape and load, an app that
+answers at once; the dedicated server's own connections answering at once, its witness work left
+out), the dedicated server with ``--workers 2`` (under a third witness name), one log and one
+connection (requests one after another), the witness's ``witness_add_checkpoint`` called in
+process (no HTTP), and raw durable one-row commits: the witness answers a cosignature only once
+its new state is committed (one ``UPDATE`` statement, flushed), so one log's requests in a row
+cannot go faster than that row; requests of several logs in parallel share WAL flushes
+(PostgreSQL's group commit).
 
 (b) ``ledger_seal`` then ``checkpoint_cosign`` until ``checkpoint_is_final`` with every
 witness required (quorum n), n = 3 and 7 witnesses hosted on this node, 16 anchors pending per
@@ -69,6 +71,7 @@ TITLE = "5. Witness add-checkpoint over HTTP vs raw Ed25519 sign + verify; seal 
 AIM = 0.3
 WITNESS = "bench-witness.example"
 SERVER_WITNESS = "bench-witness-server.example"  # the dedicated server: its own state rows
+SERVER_WITNESS_2 = "bench-witness-server-2.example"  # the same with --workers 2: its own rows
 CHAINS = 16  # logs sending checkpoints at once: a witness serves many logs
 MAX_STEP = 8
 START_TIMEOUT_S = 30.0
@@ -360,6 +363,59 @@ def floor_node(signer: str, workers: int, threads: int) -> Node:
     )
 
 
+_SERVER_FLOOR = '''"""The dedicated server's HTTP floor: ledger.witness_server's connections and
+answers, the witness work left out (written by bench_witness)."""
+
+import asyncio
+import signal
+import socket
+import sys
+
+import django
+
+django.setup()
+
+import uvloop  # noqa: E402
+
+from ledger import witness_server, witness_views  # noqa: E402
+
+ANSWER = witness_views.Answer(200, "text/plain; charset=utf-8", "\\u2014 floor AAAA\\n".encode())
+
+
+class Floor(witness_server.WitnessServer):
+    def submit(self, body, reply):
+        reply(ANSWER)
+
+
+async def main(sock):
+    server = Floor()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, server.stop)
+    await server.serve(sock)
+
+
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+sock.bind(("127.0.0.1", int(sys.argv[1])))
+sock.listen(1024)
+sock.setblocking(False)
+uvloop.run(main(sock))
+'''
+
+
+def server_floor_node(signer: str, logs: dict[str, str]) -> Node:
+    """The dedicated server's HTTP layer (ledger/witness_server.py) answering at once."""
+    folder = Path(tempfile.mkdtemp(prefix="claimproof-wbench-sfloor-"))
+    (folder / "claimproof_bench_server_floor.py").write_text(_SERVER_FLOOR)
+    return Node(
+        signer,
+        logs,
+        workers=1,
+        threads=1,
+        name=SERVER_WITNESS,
+        command=[sys.executable, str(folder / "claimproof_bench_server_floor.py"), "{port}"],
+    )
+
+
 def sign_verify_contenders(count: int) -> dict[str, Callable[[], int]]:
     """One Ed25519 sign + one verify of a checkpoint-sized message, ``count`` times."""
     import nacl.signing
@@ -437,14 +493,31 @@ def _requests(result: Result, quick: bool, rounds: int) -> None:
         name=SERVER_WITNESS,
         command=[sys.executable, "manage.py", "witness_serve", "--bind", "127.0.0.1:{port}"],
     )
+    server_floor = server_floor_node(server_signer, logs)
+    two_signer, _ = note.generate_cosigner_key(SERVER_WITNESS_2)
+    server_two = Node(
+        two_signer,
+        logs,
+        workers=2,
+        threads=1,
+        name=SERVER_WITNESS_2,
+        command=[
+            *(sys.executable, "manage.py", "witness_serve"),
+            *("--bind", "127.0.0.1:{port}", "--workers", "2"),
+        ],
+    )
     try:
         _load_in_process(node.port, warm_chains)  # every worker's imports and connections, untimed
         _load_in_process(floor.port, warm_chains)
         _load_in_process(server.port, warm_chains)
+        _load_in_process(server_floor.port, warm_chains)
+        _load_in_process(server_two.port, warm_chains)
         rates: dict[str, list[float]] = {
             "http": [],
             "server": [],
             "floor": [],
+            "server_floor": [],
+            "server_two": [],
             "serial": [],
             "local": [],
             "commit": [],
@@ -464,6 +537,10 @@ def _requests(result: Result, quick: bool, rounds: int) -> None:
             rates["server"].append(got["answered"] / got["seconds"])
             got = _load_in_process(floor.port, part)
             rates["floor"].append(got["answered"] / got["seconds"])
+            got = _load_in_process(server_floor.port, part)
+            rates["server_floor"].append(got["answered"] / got["seconds"])
+            got = _load_in_process(server_two.port, part)
+            rates["server_two"].append(got["answered"] / got["seconds"])
             one = chains[serial_origin][r * serial_per_round : (r + 1) * serial_per_round]
             got = _load_in_process(node.port, [one])
             rates["serial"].append(got["answered"] / got["seconds"])
@@ -487,12 +564,12 @@ def _requests(result: Result, quick: bool, rounds: int) -> None:
             for name, values in best_rates(ref, 1).items():
                 ref_rates[name].extend(values)
     except Exception:
-        print(node.tail(), floor.tail(), server.tail(), file=sys.stderr)
+        for each in (node, floor, server, server_floor, server_two):
+            print(each.tail(), file=sys.stderr)
         raise
     finally:
-        node.stop()
-        floor.stop()
-        server.stop()
+        for each in (node, floor, server, server_floor, server_two):
+            each.stop()
     ref_name = max(ref_rates, key=lambda n: best(ref_rates[n]))
     reference = best(ref_rates[ref_name])
     others = ", ".join(f"{n}: {fmt(best(v))}/s" for n, v in ref_rates.items() if n != ref_name)
@@ -508,6 +585,8 @@ def _requests(result: Result, quick: bool, rounds: int) -> None:
         f"  HTTP, {CHAINS} logs in parallel: {fmt(http_rate)} requests/s "
         f"({spread(rates['http'])}); "
         f"dedicated witness server: {fmt(best(rates['server']))}/s ({spread(rates['server'])}); "
+        f"its HTTP floor: {fmt(best(rates['server_floor']))}/s; "
+        f"two processes: {fmt(best(rates['server_two']))}/s ({spread(rates['server_two'])}); "
         f"one log: {fmt(best(rates['serial']))}/s; in process: {fmt(best(rates['local']))}/s; "
         f"HTTP floor (an app answering at once): {fmt(best(rates['floor']))}/s; "
         f"durable commits: {fmt(best(rates['commit']))}/s; "
@@ -532,7 +611,25 @@ def _requests(result: Result, quick: bool, rounds: int) -> None:
             reference=ref_name,
             reference_value=reference,
             aim=AIM,
-            note="manage.py witness_serve: one asyncio process, h11, group commit; same load",
+            note="manage.py witness_serve: one process, httptools on uvloop, group commit; "
+            "same load",
+        ),
+        Row(
+            figure=f"context: dedicated witness server, 2 processes, {CHAINS} logs (requests/s)",
+            value=best(rates["server_two"]),
+            unit="",
+            reference=ref_name,
+            reference_value=reference,
+            note="manage.py witness_serve --workers 2 (one per core here); same load",
+        ),
+        Row(
+            figure=f"context: dedicated server's HTTP floor, answering at once, {CHAINS} "
+            "connections (requests/s)",
+            value=best(rates["server_floor"]),
+            unit="",
+            reference=ref_name,
+            reference_value=reference,
+            note="ledger/witness_server.py's connections with the witness work left out",
         ),
         Row(
             figure=f"context: HTTP floor, an app answering at once, {CHAINS} connections "
