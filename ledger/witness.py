@@ -283,13 +283,7 @@ def _execute(alias: str, sql: str, params: list) -> tuple[int, tuple | None]:
 
 def _raw_cursor(alias: str, connection) -> Any:
     """This thread's psycopg cursor on Django's open connection for ``alias`` (made anew when
-    Django reconnects).
-
-    Django opens its connections with psycopg's prepared statements off (``prepare_threshold``
-    None) unless ``OPTIONS`` names it, and then ``prepare=True`` does nothing: the connection
-    gets psycopg's default back here. Django's own cursors bind on the client side (unless
-    ``OPTIONS`` asks for ``server_side_binding``, then this is left alone) and never prepare, so
-    only these statements are affected."""
+    Django reconnects)."""
     connection.ensure_connection()
     raw = connection.connection
     cursors = _LOCAL.__dict__.setdefault("cursors", {})
@@ -297,13 +291,6 @@ def _raw_cursor(alias: str, connection) -> Any:
     if cursor is None or cursor.connection is not raw or cursor.closed:
         import psycopg
 
-        options = connection.settings_dict.get("OPTIONS", {})
-        if (
-            raw.prepare_threshold is None
-            and "prepare_threshold" not in options
-            and not options.get("server_side_binding")
-        ):
-            raw.prepare_threshold = 5  # psycopg's default
         cursor = cursors[alias] = psycopg.Cursor(raw)
     return cursor
 
