@@ -258,9 +258,12 @@ def _execute(alias: str, sql: str, params: list) -> tuple[int, tuple | None]:
     is safe for the swap too: if the first attempt did commit, the second matches no row and the
     caller reads the state again.
 
-    On PostgreSQL the statement goes through a plain psycopg cursor of Django's connection as a
-    server-side prepared statement (parsed and planned once per connection), not through
-    Django's client-side binding cursor: the same statement and transaction, less work."""
+    On PostgreSQL the statement goes through a plain psycopg cursor of Django's connection with
+    server-side binding, not through Django's client-side binding cursor: the same statement
+    and transaction, less work. ``prepare=True`` makes it a prepared statement only where
+    ``OPTIONS`` sets ``prepare_threshold``: Django opens connections with psycopg's preparing
+    off (for connection poolers), and the connection is shared with other modules' statements,
+    so the witness leaves that setting alone."""
     connection = connections[alias]
     reuse = connection.connection is not None and not connection.in_atomic_block
     if reuse:
