@@ -270,3 +270,46 @@ def test_the_lean_path_is_off_behind_middleware_it_does_not_know(kit, anchored, 
 
     settings.MIDDLEWARE = [*settings.MIDDLEWARE, "some.other.Middleware"]
     assert not IntakeMiddleware(lambda request: None).enabled
+
+
+def _refusals(kit, anchored) -> list[tuple[str, bytes, dict]]:
+    good = f.signed_body(kit, f.claim_resource(anchored, unit_price="5.00"), anchored)
+    bad_fhir = f.claim_resource(anchored)
+    bad_fhir["status"] = "bogus"
+    return [
+        ("not json", b"not json", {}),
+        ("bad fhir", f.signed_body(kit, bad_fhir, anchored), {}),
+        ("no key", good, {"HTTP_IDEMPOTENCY_KEY": " "}),
+        ("media type", good, {"content_type": "text/plain"}),
+        ("too large", b"{" + b" " * 60_000 + b"}", {}),
+        ("key reused", good, {"HTTP_IDEMPOTENCY_KEY": "first"}),
+        ("query", good, {"QUERY_STRING": "format=xml"}),
+    ]
+
+
+def _answers(kit, anchored, settings) -> list[tuple[int, str, bytes]]:
+    out = []
+    for name, body, extra in _refusals(kit, anchored):
+        extra = dict(extra)
+        response = client_for(kit).generic(
+            "POST",
+            "/api/v1/claims",
+            body,
+            content_type=extra.pop("content_type", "application/fhir+json"),
+            HTTP_IDEMPOTENCY_KEY=extra.pop("HTTP_IDEMPOTENCY_KEY", f"{name}-key"),
+            **extra,
+        )
+        out.append((response.status_code, response["Content-Type"], response.content))
+    return out
+
+
+def test_refusals_from_a_remembered_token_answer_as_the_full_stack_does(kit, anchored, settings):
+    settings.CLAIMS_MAX_BYTES = 50_000
+    first = f.signed_body(kit, f.claim_resource(anchored), anchored)
+    assert post(kit, first, key="first").status_code == 202  # the token is remembered now
+    lean = _answers(kit, anchored, settings)
+    settings.MIDDLEWARE = [m for m in settings.MIDDLEWARE if m != "claims.api.IntakeMiddleware"]
+    full = _answers(kit, anchored, settings)
+    assert [status for status, _, _ in lean] == [400, 422, 422, 422, 413, 409, 404]
+    assert lean == full
+    assert Claim.objects.count() == 1
