@@ -14,7 +14,7 @@ raw sockets (an ``http.client`` thread per log cost more CPU than the node). Eve
 cosignature costs: the log's signature checked, the witness's made) in this process, one core,
 the faster of PyNaCl and cryptography. The same chains, load and reference measure the dedicated
 witness server (``manage.py witness_serve``, ledger/witness_server.py: one asyncio process,
-httptools on uvloop, group commit) under a witness name of its own (its own state rows), in the
+httptools, group commit) under a witness name of its own (its own state rows), in the
 same rounds. Context rows: the HTTP floors (the same gunicorn shape and load, an app that
 answers at once; the dedicated server's own connections answering at once, its witness work left
 out), the dedicated server with ``--workers 2`` (under a third witness name), one log and one
@@ -375,8 +375,6 @@ import django
 
 django.setup()
 
-import uvloop  # noqa: E402
-
 from ledger import witness_server, witness_views  # noqa: E402
 
 ANSWER = witness_views.Answer(200, "text/plain; charset=utf-8", "\\u2014 floor AAAA\\n".encode())
@@ -398,7 +396,7 @@ sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 sock.bind(("127.0.0.1", int(sys.argv[1])))
 sock.listen(1024)
 sock.setblocking(False)
-uvloop.run(main(sock))
+asyncio.run(main(sock))
 '''
 
 
@@ -611,8 +609,7 @@ def _requests(result: Result, quick: bool, rounds: int) -> None:
             reference=ref_name,
             reference_value=reference,
             aim=AIM,
-            note="manage.py witness_serve: one process, httptools on uvloop, group commit; "
-            "same load",
+            note="manage.py witness_serve: one process, httptools, group commit; same load",
         ),
         Row(
             figure=f"context: dedicated witness server, 2 processes, {CHAINS} logs (requests/s)",

@@ -3,8 +3,8 @@ with a group commit.
 
 ``manage.py witness_serve --bind 127.0.0.1:PORT`` runs it beside the node's app (a reverse
 proxy routes the node's ``/add-checkpoint`` to it; docs/consortium.md). Each connection is an
-:class:`asyncio.Protocol` whose HTTP/1.1 is parsed by ``httptools`` (llhttp, as uvicorn's), on
-``uvloop``: the HTTP work per request is a small part of the witness's own. The answers are
+:class:`asyncio.Protocol` whose HTTP/1.1 is parsed by ``httptools`` (llhttp, as uvicorn's): the
+HTTP work per request is a small part of the witness's own. The answers are
 :mod:`ledger.witness_views`' (the parsing, the log's signature and the refusals are that
 module's and :mod:`ledger.witness`'s), so status, content type and body are the ones the Django
 view gives. A request that asks to switch protocols (``Upgrade``) is refused with 400: llhttp
@@ -42,7 +42,6 @@ from typing import Any
 
 import httptools
 import psycopg
-import uvloop
 from django.conf import settings
 from django.db import close_old_connections, connections
 from django.http.request import split_domain_port, validate_host
@@ -580,4 +579,4 @@ def _serve(sock: socket.socket) -> None:
             loop.add_signal_handler(sig, server.stop)
         await server.serve(sock)
 
-    uvloop.run(main())
+    asyncio.run(main())
