@@ -110,24 +110,41 @@ def prepare(body: bytes) -> witness.Prepared | Answer:
         return _text(404, "this node does not act as a witness")
     try:
         req = tlog_witness.parse_request(body)
-        cp = Checkpoint.parse(note.split_note(req.note_text)[0])
-    except (tlog_witness.WireError, note.NoteError, CheckpointError) as exc:
+    except tlog_witness.WireError as exc:
         return _text(400, f"malformed add-checkpoint request: {exc}")
+    # The checkpoint is the note's text up to its signature block; the note is parsed once, by
+    # the log's signature check. A malformed note is still answered 400 before anything else
+    # (_malformed, asked on every other way out), as when it was parsed first.
+    text = req.note_text
+    try:
+        cp = Checkpoint.parse(text[: text.rfind("\n\n") + 1])
+    except CheckpointError as exc:
+        return _malformed(text) or _text(400, f"malformed add-checkpoint request: {exc}")
     signer, logs = _config(name)
     if signer is None:
         log.error("LEDGER_WITNESS_NAME is %r but this node has no key for it", name)
-        return _text(503, "the witness key is not available")
+        return _malformed(text) or _text(503, "the witness key is not available")
     try:
         return witness.prepare_add_checkpoint(
             witness_signer_key=signer,
             log_verifier_keys=logs,
             old_size=req.old_size,
             proof=req.proof,
-            note_text=req.note_text,
+            note_text=text,
             checkpoint=cp,
         )
     except witness.WitnessRefusal as exc:
-        return refusal(exc, req.note_text)
+        return _malformed(text) or refusal(exc, text)
+
+
+def _malformed(note_text: str) -> Answer | None:
+    """400 when the signed note itself is malformed (then that is the answer), else None. A note
+    whose log signature verified is well formed: this runs only on the way to a refusal."""
+    try:
+        note.split_note(note_text)
+    except note.NoteError as exc:
+        return _text(400, f"malformed add-checkpoint request: {exc}")
+    return None
 
 
 def decide(prepared: witness.Prepared) -> Answer:
