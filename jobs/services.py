@@ -2,9 +2,10 @@
 
 * ``job_start`` records a queued job and queues ``job_run_task`` once committed.
 * ``job_plan`` splits the scope into chunks with keyset iteration
-  (``.filter(id__gt=last).order_by("id")[:size]``): it never holds more than one chunk of ids.
-  Each chunk is created (unique per job and number) together with ``total += len(ids)``; a
-  redelivered planner resumes after the last planned chunk.
+  (``.filter(id__gt=last).order_by("id")`` with LIMIT), reading one chunk ahead so that the
+  last two chunks' worth is tapered: it never holds more than two chunks of ids. Each chunk is
+  created (unique per job and number) together with ``total += len(ids)``; a redelivered
+  planner resumes after the last planned chunk (and tapers what is left again).
 * ``chunk_process`` records the claims of a chunk that are not re-verified (paid, denied...) in
   one INSERT, then re-verifies the others in batches of ``JOBS_VERIFY_BATCH``: one transaction
   locks the batch's claims, starts a run of each (one UPDATE for all), verifies them together

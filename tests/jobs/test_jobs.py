@@ -370,3 +370,37 @@ def test_a_job_ends_with_smaller_chunks_and_plans_each_claim_once(settings):
         jobs.chunk_process(chunk_id)
     job.refresh_from_db()
     assert (job.status, job.chunks, job.done, job.passed) == (BatchJob.Status.DONE, 5, 40, 40)
+
+
+def test_a_planning_cut_short_in_the_tapered_tail_still_plans_each_claim_once(settings):
+    """The planner reads one chunk ahead and tapers the tail from what it read: a planning that
+    dies after any chunk (resumed by the sweeper's redelivery) or meets a second delivery there
+    still ends with every claim in exactly one chunk, none larger than JOBS_CHUNK_SIZE."""
+    settings.JOBS_CHUNK_SIZE = 16
+    kit = make_provider()
+    ids = sorted(c.pk for c in verified_claims(kit, 40))  # chunks of 16, 12, 6, 3, 3
+
+    class Died(Exception):
+        pass
+
+    for after in range(4):
+        for how in ("died", "redelivered"):
+            job = jobs.job_start({"all": True})
+            sent: list[int] = []
+
+            def dispatch(chunk_id: int, after=after, how=how, job=job, sent=sent) -> None:
+                sent.append(chunk_id)
+                if len(sent) == after + 1:
+                    if how == "died":
+                        raise Died
+                    jobs.job_plan(job.pk, dispatch=sent.append)
+
+            try:
+                jobs.job_plan(job.pk, dispatch=dispatch)
+            except Died:
+                jobs.job_plan(job.pk, dispatch=sent.append)  # the sweeper's redelivery
+            job.refresh_from_db()
+            chunks = list(job.chunk_set.order_by("number").values_list("ids", flat=True))
+            assert [i for c in chunks for i in c] == ids, (after, how)
+            assert all(0 < len(c) <= 16 for c in chunks), (after, how, chunks)
+            assert job.planned and (job.total, job.chunks) == (40, len(chunks)), (after, how)
