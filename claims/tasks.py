@@ -93,7 +93,9 @@ def _verify(claim_id: int, *, first_attempt: bool) -> Claim | None:
     return claim_verify(claim_id=claim_id)
 
 
-DRAIN_MAX_BATCHES = 200  # then the drain hands over to a new message (other tasks get a turn)
+# Claims a drain message verifies before it hands over to a new message, so that other tasks
+# get a turn: a few seconds of work (ledger_seal_task, every 5 s, expires after 10 s).
+DRAIN_MAX_CLAIMS = 4_000
 
 
 # Claims whose verification raised (a bug, not the database) in this worker process: drains
@@ -114,7 +116,7 @@ def claims_drain_task(self) -> int:
     began = timezone.now()
     size = max(int(getattr(settings, "CLAIMS_VERIFY_BATCH", 200)), 1)
     done = 0
-    for batch in range(DRAIN_MAX_BATCHES):
+    for batch in range(max(1, DRAIN_MAX_CLAIMS // size)):
         try:
             claims = claim_verify_many(pull=size, skip=_POISONED)
         except (OperationalError, InterfaceError) as exc:  # the database is away: later

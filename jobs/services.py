@@ -727,7 +727,7 @@ def job_changes_rows(job: BatchJob) -> Iterator[list]:
 def jobs_to_sweep(*, older_than_s: int) -> tuple[list[int], list[int]]:
     """Jobs whose planning, and chunks whose task, look lost: nothing written for a while (a
     chunk counts only when its whole job has stalled, not while it waits its turn in the queue).
-    Every pending chunk of a stalled job at once (up to 10,000: a job of two million claims):
+    Every pending chunk of a stalled job at once (up to 10,000: a job of about two million claims):
     after a broker restarted empty, the job must not stall again after each handful."""
     cutoff = timezone.now() - timedelta(seconds=older_than_s)
     plans = list(
