@@ -177,6 +177,14 @@ def accepted_body(received: services.Received) -> dict:
     }
 
 
+def claim_media_type(meta: dict) -> bool:
+    """Whether the Content-Type is one a claim is sent as, parameters aside and in any case (RFC
+    9110 8.3.1): one rule for the view and the lean path, which would otherwise disagree (DRF's
+    ``content_type`` is the header as sent, Django's is lower-cased)."""
+    media_type = meta.get("CONTENT_TYPE", "").split(";")[0].strip().lower()
+    return media_type in (FHIR_JSON, "application/json")
+
+
 def _json(body: dict, status: int, **headers: str) -> HttpResponse:
     """JSON as DRF's JSONRenderer writes it, without content negotiation or a renderer."""
     text = json.dumps(body, ensure_ascii=False, separators=(",", ":"))
@@ -234,8 +242,7 @@ class ClaimsApi(APIView):
             declared = 0
         if declared > limit:
             raise TooLarge(f"a claim is at most {limit} bytes", code="too_large")
-        content_type = request.content_type.split(";")[0].strip()
-        if content_type not in (FHIR_JSON, "application/json"):
+        if not claim_media_type(request.META):
             raise Unprocessable(f"send the Bundle as {FHIR_JSON}", code="unsupported_media_type")
         try:
             return services.claim_submit(
@@ -330,7 +337,7 @@ def _lean_intake(request: HttpRequest, headers: tuple[tuple[str, str], ...]) -> 
         return None
     if declared > settings.CLAIMS_MAX_BYTES:
         return None
-    if request.content_type.split(";")[0].strip() not in (FHIR_JSON, "application/json"):
+    if not claim_media_type(meta):
         return None
     try:
         body = request.body
