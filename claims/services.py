@@ -359,11 +359,34 @@ def _accepted(provider_id: int, provider_name: str, body: bytes) -> _Accepted:
         validated = fhir_validation.validate_bundle(exact)
     except fhir_validation.FhirInvalid as exc:
         raise FhirRefusal(exc.outcome) from exc
+    _unique_sequences(validated)
     if selectors.key_owner(detached.kid) != provider_id:
         raise Unprocessable(
             f"{provider_name} has no signing key {detached.kid!r}", code="unknown_key"
         )
     return _Accepted(validated, signed_payload, detached.kid)
+
+
+def _unique_sequences(validated: fhir_validation.ValidatedBundle) -> None:
+    """Each ``item.sequence`` once: it names the item (a ClaimResponse adjudicates it by that
+    number, the database holds one row per claim and sequence). A repeat is the provider's FHIR
+    422 here, not a 500 from the items' unique constraint after the claim's INSERT."""
+    seen: dict[int, int] = {}
+    issues = []
+    for item in validated.items:
+        if item.sequence in seen:
+            where = f"{validated.claim_expression}.item[{item.index}].sequence"
+            issues.append(
+                {
+                    "severity": "error",
+                    "code": "duplicate",
+                    "diagnostics": f"{where}: {item.sequence} repeats item[{seen[item.sequence]}]",
+                    "expression": [where],
+                }
+            )
+        seen.setdefault(item.sequence, item.index)
+    if issues:
+        raise FhirRefusal(fhir_validation.operation_outcome(issues))
 
 
 def _currency(items) -> str:

@@ -253,3 +253,24 @@ def test_a_connection_dead_before_the_statement_stores_the_claim_once(throwaway_
     again = post(kit, body, key="once")
     assert again.status_code == 202 and again.json()["id"] == response.json()["id"]
     assert Claim.objects.count() == 2
+
+
+# --- a body the database's constraints would refuse ---------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("lean", [True, False], ids=["lean", "full stack"])
+def test_an_item_sequence_repeated_is_a_fhir_422_not_a_500(kit, anchored, settings, lean):
+    resource = f.claim_resource(anchored)
+    resource["item"][1]["sequence"] = 1  # one row per (claim, sequence) in the database
+    body = f.signed_body(kit, resource, anchored)
+    remembered(kit)
+    if not lean:
+        full_stack(settings)
+    response = post(kit, body, key="dup")
+    assert response.status_code == 422, response.content
+    assert response["Content-Type"] == "application/fhir+json"
+    issue = response.json()["issue"][0]
+    assert issue["code"] == "duplicate"
+    assert issue["expression"] == ["Bundle.entry[0].resource.item[1].sequence"]
+    assert not Claim.objects.exists()
