@@ -191,25 +191,7 @@ def test_with_debug_on_the_lean_path_stores_and_answers_as_before(kit, anchored,
 
 
 def _race(kit, body: bytes, key: str, n: int) -> list[tuple[int, dict]]:
-    start = threading.Barrier(n)
-
-    def one(_: int) -> tuple[int, dict]:
-        try:
-            client = client_for(kit)
-            start.wait()
-            response = client.generic(
-                "POST",
-                "/api/v1/claims",
-                body,
-                content_type="application/fhir+json",
-                HTTP_IDEMPOTENCY_KEY=key,
-            )
-            return response.status_code, response.json()
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=n) as pool:
-        return list(pool.map(one, range(n)))
+    return _race_bodies(kit, [body] * n, key)
 
 
 @pytest.mark.postgres
@@ -227,6 +209,48 @@ def test_one_key_raced_on_the_lean_path_stores_one_claim(throwaway_queue):  # no
     assert AuditEntry.objects.filter(action="claim.submit").count() == 1
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+def test_one_key_raced_on_the_lean_path_with_two_bodies_stores_one(throwaway_queue):  # noqa: F811
+    kit = f.make_provider()
+    anchored = [f.anchor_procedure(f.procedure()) for _ in range(2)]
+    remembered(kit)
+    first, second = _body(kit, anchored, "2.00"), _body(kit, anchored, "3.00")
+    bodies = [first, second] * 4
+    answers = _race_bodies(kit, bodies, "raced")
+    stored = Claim.objects.get()
+    winner = first if bytes(stored.body) == first else second
+    for body, (status, data) in zip(bodies, answers, strict=True):
+        if body == winner:
+            assert (status, data["id"]) == (202, str(stored.public_id))
+        else:
+            assert (status, data["code"]) == (409, "idempotency_conflict")
+    assert AuditEntry.objects.filter(action="claim.submit").count() == 1
+
+
+def _race_bodies(kit, bodies: list[bytes], key: str) -> list[tuple[int, dict]]:
+    start = threading.Barrier(len(bodies))
+
+    def one(body: bytes) -> tuple[int, dict]:
+        try:
+            client = client_for(kit)
+            start.wait()
+            response = client.generic(
+                "POST",
+                "/api/v1/claims",
+                body,
+                content_type="application/fhir+json",
+                HTTP_IDEMPOTENCY_KEY=key,
+            )
+            return response.status_code, response.json()
+        finally:
+            connection.close()
+
+    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
+        return list(pool.map(one, bodies))
+
+
 def _kill_backend_of(conn) -> None:
     pid = conn.connection.info.backend_pid
     db = django_settings.DATABASES["default"]
@@ -240,7 +264,13 @@ def _kill_backend_of(conn) -> None:
 @pytest.mark.postgres
 @pytest.mark.redis
 @pytest.mark.django_db(transaction=True)
-def test_a_connection_dead_before_the_statement_stores_the_claim_once(throwaway_queue):  # noqa: F811
+@pytest.mark.parametrize("debug", [False, True], ids=["", "DEBUG"])
+def test_a_connection_dead_before_the_statement_stores_the_claim_once(
+    throwaway_queue,  # noqa: F811
+    settings,
+    debug,
+):
+    settings.DEBUG = debug  # queries logged: another cursor wrapper, the same retry
     kit = f.make_provider()
     anchored = [f.anchor_procedure(f.procedure()) for _ in range(2)]
     # the token remembered and the key's owner known: the claim's statement is the first query
@@ -274,3 +304,27 @@ def test_an_item_sequence_repeated_is_a_fhir_422_not_a_500(kit, anchored, settin
     assert issue["code"] == "duplicate"
     assert issue["expression"] == ["Bundle.entry[0].resource.item[1].sequence"]
     assert not Claim.objects.exists()
+
+
+@pytest.mark.django_db
+def test_the_lean_audit_entry_and_event_are_the_full_stacks(kit, anchored, settings):
+    remembered(kit)
+    lean = post(kit, _body(kit, anchored, "2.00"), key="lean")
+    full_stack(settings)
+    full = post(kit, _body(kit, anchored, "3.00"), key="full")
+    assert lean.status_code == full.status_code == 202
+
+    def trail(response) -> tuple:
+        claim = Claim.objects.get(public_id=response.json()["id"])
+        entry = AuditEntry.objects.get(target=f"claim:{claim.public_id}")
+        event = ClaimEvent.objects.get(claim=claim)
+        return (
+            (entry.actor_id, entry.actor_label, entry.action, entry.why, sorted(entry.data)),
+            entry.data["provider"],
+            (event.actor_id, event.old_status, event.new_status, event.reason),
+            (claim.submitted_by_id, claim.provider_id),
+        )
+
+    assert trail(lean) == trail(full)
+    assert trail(lean)[0][:2] == (kit.user.pk, kit.user.username)
+    assert trail(lean)[3] == (kit.user.pk, kit.provider.pk)
