@@ -19,7 +19,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from claims import selectors
-from claims.api import FHIR_JSON
+from claims.api import claim_media_type
 from config.errors import DomainError, TooLarge, Unprocessable
 from review import reasons
 from review.models import InfoRequest
@@ -73,8 +73,7 @@ def _body(request: Request) -> dict:
         declared = 0
     if declared > limit:
         raise TooLarge(f"an answer is at most {limit} bytes", code="too_large")
-    content_type = request.content_type.split(";")[0].strip()
-    if content_type not in (FHIR_JSON, "application/json"):
+    if not claim_media_type(request.META):  # the claims endpoint's rule: any case
         raise Unprocessable("send the answer as application/json", code="unsupported_media_type")
     raw = request.body
     if len(raw) > limit:

@@ -154,3 +154,12 @@ def test_the_claim_response_tells_the_provider_about_the_open_request(waiting):
     _answer(client_for(kit), claim, {"attachment": DOCUMENT})
     resource = client_for(kit).get(f"/api/v1/claims/{claim.public_id}/ClaimResponse").json()
     assert "processNote" not in resource
+
+
+def test_an_answer_sent_as_json_in_any_case_is_taken_as_a_claim_is(waiting):
+    """Media types compare case-insensitively (RFC 9110 8.3.1), as on POST /api/v1/claims."""
+    kit, claim = waiting
+    answer = _answer(
+        client_for(kit), claim, {"attachment": DOCUMENT}, content_type="Application/JSON"
+    )
+    assert answer.status_code == 200, answer.content
