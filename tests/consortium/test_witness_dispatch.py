@@ -93,19 +93,19 @@ def test_oversize_bodies_wrong_methods_hosts_and_paths(node, log_key):
     assert _send(node, request)[0] == 200
 
 
-def test_concurrent_requests_never_cosign_two_trees_of_one_size(node, log_key):
-    """Sixteen forks of one size, each with a valid proof from what the witness cosigned, sent at
-    once to a node of two worker processes: exactly one is cosigned, the others get 409."""
-    signer = log_key[0]
+def forks_sent_at_once(target, signer: str) -> list[list[bytes]]:
+    """Sixteen trees of size 11 extending what ``target`` (a witness answering ``_send``)
+    cosigned at size 6, each with a valid proof, sent at once: exactly one is cosigned, the
+    others get 409 with the size cosigned. Returns the forks' leaves."""
     base = _tree(6)
-    assert _send(node, _body(0, base, signer))[0] == 200
+    assert _send(target, _body(0, base, signer))[0] == 200
     forks = [base + _tree(5, b"fork %d" % k) for k in range(16)]
     bodies = [_body(6, leaves, signer) for leaves in forks]
     answers: list[tuple[int, bytes]] = []
     barrier = threading.Barrier(len(bodies))
 
     def send(body: bytes) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=15)
+        conn = http.client.HTTPConnection("127.0.0.1", target.port, timeout=15)
         conn.connect()
         barrier.wait()
         conn.request("POST", "/add-checkpoint", body=body)
@@ -121,13 +121,25 @@ def test_concurrent_requests_never_cosign_two_trees_of_one_size(node, log_key):
     statuses = sorted(status for status, _ in answers)
     assert statuses == [200] + [409] * 15, answers
     assert all(body == b"11\n" for status, body in answers if status == 409)
+    return forks
 
-    # What it cosigned survives a restart, and is one whole fork: only that fork extends.
-    node.stop()
-    node.start()
-    status, _headers, body = _send(node, _body(0, _tree(12, b"late"), signer))
+
+def only_one_fork_extends(target, signer: str, forks: list[list[bytes]]) -> None:
+    """After a restart the witness still holds size 11, and exactly one of ``forks``: only
+    that one extends (the forks before it are refused as inconsistent, those after as late)."""
+    status, _headers, body = _send(target, _body(0, _tree(12, b"late"), signer))
     assert (status, body) == (409, b"11\n")
-    extended = [_send(node, _body(11, leaves + _tree(1, b"next"), signer))[0] for leaves in forks]
+    extended = [_send(target, _body(11, leaves + _tree(1, b"next"), signer))[0] for leaves in forks]
     assert extended.count(200) == 1, extended
     first = extended.index(200)
     assert set(extended[:first]) <= {422} and set(extended[first + 1 :]) <= {409}
+
+
+def test_concurrent_requests_never_cosign_two_trees_of_one_size(node, log_key):
+    """Sixteen forks of one size sent at once to a node of two worker processes: exactly one is
+    cosigned, and what it cosigned survives a restart as one whole fork."""
+    signer = log_key[0]
+    forks = forks_sent_at_once(node, signer)
+    node.stop()
+    node.start()
+    only_one_fork_extends(node, signer, forks)

@@ -26,7 +26,14 @@ from ledger import merkle, note, tlog_witness
 from ledger.keys import witness_key_env
 from ledger.models import ForkEvidence
 from tests.consortium.conftest import ROOT, START_TIMEOUT_S, WitnessNode, _base_env, free_port
-from tests.consortium.test_witness_dispatch import _body, _note, _send, _tree
+from tests.consortium.test_witness_dispatch import (
+    _body,
+    _note,
+    _send,
+    _tree,
+    forks_sent_at_once,
+    only_one_fork_extends,
+)
 
 pytestmark = pytest.mark.postgres
 
@@ -256,40 +263,11 @@ def test_forks_sent_at_once_exactly_one_is_cosigned_and_it_survives_a_restart(se
     at once: one batch takes one of them, the rest get 409 with the size cosigned. With two
     processes each batches on its own: the compare-and-swap on the row decides."""
     signer = log_key[0]
-    base = _tree(6)
-    assert _send(server, _body(0, base, signer))[0] == 200
-    forks = [base + _tree(5, b"fork %d" % k) for k in range(16)]
-    bodies = [_body(6, leaves, signer) for leaves in forks]
-    answers: list[tuple[int, bytes]] = []
-    barrier = threading.Barrier(len(bodies))
-
-    def send(body: bytes) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=15)
-        conn.connect()
-        barrier.wait()
-        conn.request("POST", "/add-checkpoint", body=body)
-        response = conn.getresponse()
-        answers.append((response.status, response.read()))
-        conn.close()
-
-    threads = [threading.Thread(target=send, args=(b,)) for b in bodies]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    statuses = sorted(status for status, _ in answers)
-    assert statuses == [200] + [409] * 15, answers
-    assert all(body == b"11\n" for status, body in answers if status == 409)
-
+    forks = forks_sent_at_once(server, signer)
     # What it cosigned survives a clean stop and a start, and is one whole fork.
     assert server.stop() == 0, server.log_tail()
     server.start()
-    status, _headers, body = _send(server, _body(0, _tree(12, b"late"), signer))
-    assert (status, body) == (409, b"11\n")
-    extended = [_send(server, _body(11, leaves + _tree(1, b"next"), signer))[0] for leaves in forks]
-    assert extended.count(200) == 1, extended
-    first = extended.index(200)
-    assert set(extended[:first]) <= {422} and set(extended[first + 1 :]) <= {409}
+    only_one_fork_extends(server, signer, forks)
 
 
 @pytest.mark.parametrize("workers", [1, 2])
