@@ -330,6 +330,24 @@ def _write(claim, items, event, entry, guard: Guard | None) -> tuple[int, int] |
         raise Unprocessable(
             f"a value in this claim cannot be stored: {problem}", code="value_out_of_range"
         ) from exc
+    except IntegrityError as exc:
+        if not _foreign_key_gone(exc):
+            raise
+        # The user (or provider) the claim names was deleted while it was written: the
+        # statement saw it, its foreign keys failed at commit, nothing is stored. As for any
+        # account that changed mid-request: send it again (the lean path hands over to the
+        # full stack, whose authentication then answers 401).
+        raise Conflict(
+            "this account changed while the claim was sent: send it again",
+            code="account_changed",
+        ) from exc
+
+
+def _foreign_key_gone(exc: IntegrityError) -> bool:
+    """A foreign key violation (PostgreSQL's 23503, SQLite's message), not a unique one."""
+    if getattr(exc.__cause__, "sqlstate", None) == "23503":
+        return True
+    return "FOREIGN KEY constraint failed" in str(exc)
 
 
 @dataclass(frozen=True)

@@ -328,3 +328,60 @@ def test_the_lean_audit_entry_and_event_are_the_full_stacks(kit, anchored, setti
     assert trail(lean) == trail(full)
     assert trail(lean)[0][:2] == (kit.user.pk, kit.user.username)
     assert trail(lean)[3] == (kit.user.pk, kit.provider.pk)
+
+
+@pytest.mark.postgres
+@pytest.mark.redis
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("lean", [True, False], ids=["lean path", "full stack"])
+def test_a_user_deleted_while_their_claim_commits_is_told_and_nothing_is_stored(
+    throwaway_queue,  # noqa: F811
+    settings,
+    lean,
+):
+    """The claim's statement sees the user (the delete is not committed yet), then its foreign
+    keys wait on the deleted row at commit and fail once the delete commits: never a 500. The
+    lean path hands over to the full stack, whose authentication answers 401; the full stack,
+    which authenticated before the delete, answers 409 "send it again" (then 401)."""
+    kit = f.make_provider()
+    anchored = [f.anchor_procedure(f.procedure()) for _ in range(2)]
+    body = _body(kit, anchored, "2.00")
+    if lean:
+        remembered(kit)
+    else:
+        full_stack(settings)
+    user_id = kit.user.pk
+    deleting, done = threading.Event(), threading.Event()
+
+    def delete_then_commit_once_the_claim_waits() -> None:
+        dsn = connection.get_connection_params()
+        with psycopg.connect(**dsn, autocommit=False) as other:
+            other.execute("DELETE FROM authtoken_token WHERE user_id = %s", [user_id])
+            other.execute("DELETE FROM claims_provideruser WHERE user_id = %s", [user_id])
+            other.execute("DELETE FROM auth_user WHERE id = %s", [user_id])
+            deleting.set()
+            for _ in range(200):  # until the claim's statement waits on the deleted rows
+                waiting = other.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                    "AND datname = current_database()"
+                ).fetchone()[0]
+                if waiting:
+                    break
+                threading.Event().wait(0.05)
+            other.commit()
+        done.set()
+
+    deleter = threading.Thread(target=delete_then_commit_once_the_claim_waits)
+    deleter.start()
+    assert deleting.wait(10)
+    answer = post(kit, body, "gone-user")
+    deleter.join(20)
+    assert done.is_set()
+    if lean:
+        assert answer.status_code == 401, answer.content
+    else:
+        assert (answer.status_code, answer.json()["code"]) == (409, "account_changed")
+        assert post(kit, body, "gone-user").status_code == 401
+    assert (
+        not Claim.objects.exists() and not AuditEntry.objects.filter(action="claim.submit").exists()
+    )
