@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import psycopg
 import pytest
@@ -20,6 +19,7 @@ from audit.models import AuditEntry
 from claims.api import ClaimOutput
 from claims.models import Claim, ClaimEvent, ClaimItem
 from tests.claims import factories as f
+from tests.claims.test_intake_race import _race as _race_bodies
 from tests.claims.test_intake_race import throwaway_queue  # noqa: F401 (a fixture)
 
 LEAN = "claims.api.IntakeMiddleware"
@@ -227,28 +227,6 @@ def test_one_key_raced_on_the_lean_path_with_two_bodies_stores_one(throwaway_que
         else:
             assert (status, data["code"]) == (409, "idempotency_conflict")
     assert AuditEntry.objects.filter(action="claim.submit").count() == 1
-
-
-def _race_bodies(kit, bodies: list[bytes], key: str) -> list[tuple[int, dict]]:
-    start = threading.Barrier(len(bodies))
-
-    def one(body: bytes) -> tuple[int, dict]:
-        try:
-            client = client_for(kit)
-            start.wait()
-            response = client.generic(
-                "POST",
-                "/api/v1/claims",
-                body,
-                content_type="application/fhir+json",
-                HTTP_IDEMPOTENCY_KEY=key,
-            )
-            return response.status_code, response.json()
-        finally:
-            connection.close()
-
-    with ThreadPoolExecutor(max_workers=len(bodies)) as pool:
-        return list(pool.map(one, bodies))
 
 
 def _kill_backend_of(conn) -> None:
